@@ -1,0 +1,342 @@
+//! Reading and writing diffusers model directories: `config.json` plus
+//! `diffusion_pytorch_model.safetensors` (or the PyTorch pickle `.bin`), with a full report of
+//! missing, unexpected and mis-shaped tensors.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::atomic::write_atomic;
+use crate::{UNet2DConfig, UNet2DModel, UnetError};
+
+/// File name of the weights in the safetensors format.
+pub const SAFETENSORS_NAME: &str = "diffusion_pytorch_model.safetensors";
+/// File name of the weights as a PyTorch pickle.
+pub const BIN_NAME: &str = "diffusion_pytorch_model.bin";
+/// File name of the model configuration.
+pub const CONFIG_NAME: &str = "config.json";
+
+/// How the weights were stored on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// `diffusion_pytorch_model.safetensors`
+    Safetensors,
+    /// `diffusion_pytorch_model.bin` (PyTorch zip pickle)
+    PytorchBin,
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Safetensors => "safetensors",
+            Self::PytorchBin => "PyTorch pickle (.bin)",
+        })
+    }
+}
+
+/// A model read from disk together with what was found there.
+#[derive(Debug, Clone)]
+pub struct LoadedUnet {
+    pub model: UNet2DModel,
+    pub config: UNet2DConfig,
+    /// The folder holding `config.json` (the `unet/` sub-folder when there is one).
+    pub unet_dir: PathBuf,
+    pub weights_path: PathBuf,
+    pub format: WeightFormat,
+    /// Data type of the tensors in the file (before any cast).
+    pub stored_dtype: DType,
+    /// The state dict (diffusers names, converted to the requested dtype).
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// The folder that holds the UNet of a diffusers model directory: `<dir>/unet` when it has a
+/// `config.json`, else `<dir>` itself.
+pub fn resolve_unet_dir(dir: &Path) -> Result<PathBuf, UnetError> {
+    let sub = dir.join("unet");
+    if sub.join(CONFIG_NAME).is_file() {
+        return Ok(sub);
+    }
+    if dir.join(CONFIG_NAME).is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    Err(UnetError::NotAModelDir {
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Maps legacy attention names (`query`, `key`, `value`, `proj_attn`) to the current ones.
+pub fn modern_key(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    let Some(pos) = parts.iter().position(|p| *p == "attentions") else {
+        return name.to_string();
+    };
+    let mut out: Vec<&str> = Vec::with_capacity(parts.len() + 1);
+    for (i, p) in parts.iter().enumerate() {
+        if i == pos + 2 {
+            match *p {
+                "query" => out.push("to_q"),
+                "key" => out.push("to_k"),
+                "value" => out.push("to_v"),
+                "proj_attn" => {
+                    out.push("to_out");
+                    out.push("0");
+                }
+                other => out.push(other),
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out.join(".")
+}
+
+/// Reads every tensor of a weight file, legacy names converted.
+pub fn read_weight_file(path: &Path) -> Result<(HashMap<String, Tensor>, WeightFormat), UnetError> {
+    let read_err = |e: candle_core::Error| UnetError::WeightsRead {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let is_bin = path
+        .extension()
+        .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
+    let (raw, format) = if is_bin {
+        let v = candle_core::pickle::read_all(path).map_err(read_err)?;
+        (
+            v.into_iter().collect::<HashMap<_, _>>(),
+            WeightFormat::PytorchBin,
+        )
+    } else {
+        let m = candle_core::safetensors::load(path, &Device::Cpu).map_err(read_err)?;
+        (m, WeightFormat::Safetensors)
+    };
+    if raw.is_empty() {
+        return Err(UnetError::WeightsRead {
+            path: path.to_path_buf(),
+            source: candle_core::Error::Msg("the file holds no tensors".into()),
+        });
+    }
+    let mut out = HashMap::with_capacity(raw.len());
+    for (k, v) in raw {
+        out.insert(modern_key(&k), v);
+    }
+    Ok((out, format))
+}
+
+/// Loads a diffusers model directory (`<dir>/unet/` or the `unet` folder itself) in `dtype`.
+pub fn load_unet(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedUnet, UnetError> {
+    let unet_dir = resolve_unet_dir(dir)?;
+    let config = UNet2DConfig::from_file(&unet_dir.join(CONFIG_NAME))?;
+    let st = unet_dir.join(SAFETENSORS_NAME);
+    let bin = unet_dir.join(BIN_NAME);
+    let weights_path = if st.is_file() {
+        st
+    } else if bin.is_file() {
+        bin
+    } else {
+        return Err(UnetError::MissingWeights { dir: unet_dir });
+    };
+    let (tensors, format) = read_weight_file(&weights_path)?;
+    let stored_dtype = tensors
+        .values()
+        .next()
+        .map(|t| t.dtype())
+        .unwrap_or(DType::F32);
+    let (model, tensors) = model_from_tensors(&config, tensors, dtype, device, &weights_path)?;
+    Ok(LoadedUnet {
+        model,
+        config,
+        unet_dir,
+        weights_path,
+        format,
+        stored_dtype,
+        tensors,
+    })
+}
+
+/// Builds a model from a state dict, checking that names and shapes match the config exactly.
+/// `source` names the file in error messages. Returns the tensors converted to `dtype`.
+pub fn model_from_tensors(
+    config: &UNet2DConfig,
+    tensors: HashMap<String, Tensor>,
+    dtype: DType,
+    device: &Device,
+    source: &Path,
+) -> Result<(UNet2DModel, HashMap<String, Tensor>), UnetError> {
+    config.validate()?;
+    let state = Arc::new(CheckedState {
+        tensors,
+        requested: Mutex::new(Vec::new()),
+        problems: Mutex::new(Problems::default()),
+    });
+    let backend: Box<dyn SimpleBackend> = Box::new(CheckedBackend(state.clone()));
+    let vb = VarBuilder::from_backend(backend, dtype, device.clone());
+    let model = UNet2DModel::new(config, vb)?;
+    let requested = state
+        .requested
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    let wanted: HashSet<&str> = requested.iter().map(|(n, _)| n.as_str()).collect();
+    let mut problems = state.problems.lock().map(|p| p.clone()).unwrap_or_default();
+    problems.unexpected = state
+        .tensors
+        .keys()
+        .filter(|k| !wanted.contains(k.as_str()))
+        .cloned()
+        .collect();
+    problems.missing.sort();
+    problems.unexpected.sort();
+    problems.shape.sort();
+    if !problems.missing.is_empty() || !problems.unexpected.is_empty() || !problems.shape.is_empty()
+    {
+        return Err(UnetError::WeightMismatch {
+            path: source.to_path_buf(),
+            missing: problems.missing,
+            unexpected: problems.unexpected,
+            shape: problems.shape,
+        });
+    }
+    let mut converted = HashMap::with_capacity(state.tensors.len());
+    for (k, v) in &state.tensors {
+        converted.insert(k.clone(), v.to_dtype(dtype)?.to_device(device)?);
+    }
+    Ok((model, converted))
+}
+
+/// The parameter names and shapes a config asks for, in construction order (no weights are
+/// allocated).
+pub fn expected_parameters(config: &UNet2DConfig) -> Result<Vec<(String, Vec<usize>)>, UnetError> {
+    config.validate()?;
+    let state = Arc::new(CheckedState {
+        tensors: HashMap::new(),
+        requested: Mutex::new(Vec::new()),
+        problems: Mutex::new(Problems::default()),
+    });
+    let backend: Box<dyn SimpleBackend> = Box::new(CheckedBackend(state.clone()));
+    let vb = VarBuilder::from_backend(backend, DType::F32, Device::Cpu);
+    UNet2DModel::new(config, vb)?;
+    let requested = state
+        .requested
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    Ok(requested)
+}
+
+/// Total number of parameters of a config.
+pub fn parameter_count(config: &UNet2DConfig) -> Result<u64, UnetError> {
+    Ok(expected_parameters(config)?
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
+        .sum())
+}
+
+/// Writes `config.json` and `diffusion_pytorch_model.safetensors` into `unet_dir` (created if
+/// needed), each atomically, with diffusers' key names, so `UNet2DModel.from_pretrained` reads it.
+pub fn save_unet(
+    unet_dir: &Path,
+    config: &UNet2DConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), UnetError> {
+    std::fs::create_dir_all(unet_dir).map_err(|e| UnetError::Io {
+        path: unet_dir.to_path_buf(),
+        source: e,
+    })?;
+    let weights = unet_dir.join(SAFETENSORS_NAME);
+    let mut contiguous = HashMap::with_capacity(tensors.len());
+    for (k, v) in tensors {
+        contiguous.insert(k.clone(), v.contiguous()?);
+    }
+    // diffusers (like transformers) tags PyTorch-written files with `format: pt`.
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let mut entries: Vec<(&String, &Tensor)> = contiguous.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    write_atomic(&weights, |tmp| {
+        safetensors::serialize_to_file(entries, Some(metadata), tmp).map_err(std::io::Error::other)
+    })
+    .map_err(|e| UnetError::Io {
+        path: weights.clone(),
+        source: e,
+    })?;
+    let cfg_path = unet_dir.join(CONFIG_NAME);
+    let json = config.to_json_string();
+    write_atomic(&cfg_path, |tmp| std::fs::write(tmp, json.as_bytes())).map_err(|e| UnetError::Io {
+        path: cfg_path.clone(),
+        source: e,
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+struct Problems {
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    shape: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+struct CheckedState {
+    tensors: HashMap<String, Tensor>,
+    requested: Mutex<Vec<(String, Vec<usize>)>>,
+    problems: Mutex<Problems>,
+}
+
+/// A `VarBuilder` backend that serves tensors from a map and, instead of failing on the first
+/// problem, notes every missing or mis-shaped tensor (serving a zero placeholder that costs no
+/// memory) so that one error can list them all.
+struct CheckedBackend(Arc<CheckedState>);
+
+impl SimpleBackend for CheckedBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let want = s.dims().to_vec();
+        if let Ok(mut r) = self.0.requested.lock() {
+            r.push((name.to_string(), want.clone()));
+        }
+        let placeholder = || Tensor::zeros((), dtype, dev)?.broadcast_as(s.clone());
+        match self.0.tensors.get(name) {
+            Some(t) if t.dims() == want.as_slice() => t.to_dtype(dtype)?.to_device(dev),
+            // Old checkpoints store the attention projections as 1×1 convolutions.
+            Some(t)
+                if t.elem_count() == s.elem_count()
+                    && t.dims().ends_with(&[1, 1])
+                    && want.len() == 2 =>
+            {
+                t.reshape(s.clone())?.to_dtype(dtype)?.to_device(dev)
+            }
+            Some(t) => {
+                if let Ok(mut p) = self.0.problems.lock() {
+                    p.shape.push((name.to_string(), want, t.dims().to_vec()));
+                }
+                placeholder()
+            }
+            None => {
+                if !self.0.tensors.is_empty() {
+                    if let Ok(mut p) = self.0.problems.lock() {
+                        p.missing.push(name.to_string());
+                    }
+                }
+                placeholder()
+            }
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        match self.0.tensors.get(name) {
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            None => candle_core::bail!("tensor {name} not found"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.tensors.contains_key(name)
+    }
+}
