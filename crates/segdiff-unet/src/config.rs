@@ -340,7 +340,7 @@ impl UNet2DConfig {
         }
         if let Some(g) = self.attn_norm_num_groups {
             let last = self.block_out_channels[n - 1];
-            if g == 0 || last % g != 0 {
+            if g == 0 || !last.is_multiple_of(g) {
                 return Err(unsupported(
                     "attn_norm_num_groups",
                     g,
@@ -358,7 +358,7 @@ impl UNet2DConfig {
                 "must be positive",
             ));
         }
-        if !(self.norm_eps > 0.0) {
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             return Err(unsupported("norm_eps", self.norm_eps, "must be positive"));
         }
         Ok(())
