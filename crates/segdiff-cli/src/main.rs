@@ -1,0 +1,44 @@
+//! `segdiff`: segmentation-guided diffusion for medical images, from the command line.
+//!
+//! This crate only parses arguments, wires the library crates together and reports; the science
+//! lives in `segdiff-unet`, `segdiff-diffusion`, `segdiff-data` and `segdiff-eval`.
+//!
+//! Exit codes: 0 success, 1 the command failed (the message names the file or value at fault),
+//! 2 the command line itself was wrong.
+
+mod model_cmd;
+mod runtime;
+
+use clap::{Parser, Subcommand};
+
+/// Segmentation-guided diffusion (Konz et al., MICCAI 2024) for anatomically controllable
+/// medical image generation.
+#[derive(Debug, Parser)]
+#[command(name = "segdiff", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    runtime: runtime::RuntimeArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, run and convert denoiser checkpoints (diffusers `UNet2DModel` directories).
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = runtime::Runtime::from_args(&cli.runtime).and_then(|rt| match cli.command {
+        Command::Model(cmd) => model_cmd::run(cmd, &rt),
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

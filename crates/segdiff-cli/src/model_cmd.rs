@@ -1,0 +1,150 @@
+//! `segdiff model …`: look inside a denoiser checkpoint and run it on stored tensors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
+use clap::Subcommand;
+use segdiff_unet::{load_unet, parameter_count, LoadedUnet};
+
+use crate::runtime::Runtime;
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Describe a model directory: its configuration in words, parameter count, FLOPs per
+    /// forward at its sample size, weight file format and dtype.
+    Inspect {
+        /// A diffusers model directory (holding `unet/`) or the `unet` folder itself.
+        dir: PathBuf,
+    },
+    /// Run one forward pass on tensors read from a safetensors file: `x` (N,C,H,W) and
+    /// `timestep` (N values, or one scalar for the whole batch); writes `eps`. A tool for checking
+    /// ports and converted weights against a reference implementation.
+    Forward {
+        /// A diffusers model directory (holding `unet/`) or the `unet` folder itself.
+        #[arg(long)]
+        model: PathBuf,
+        /// safetensors file with `x` and `timestep`.
+        #[arg(long)]
+        input: PathBuf,
+        /// safetensors file to write, holding `eps` (float32).
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+pub fn run(cmd: ModelCommand, rt: &Runtime) -> Result<()> {
+    match cmd {
+        ModelCommand::Inspect { dir } => inspect(&dir, rt),
+        ModelCommand::Forward {
+            model,
+            input,
+            output,
+        } => forward(&model, &input, &output, rt),
+    }
+}
+
+fn load(dir: &std::path::Path, rt: &Runtime) -> Result<LoadedUnet> {
+    load_unet(dir, rt.dtype, &rt.device)
+        .with_context(|| format!("loading the model in {}", dir.display()))
+}
+
+fn inspect(dir: &std::path::Path, rt: &Runtime) -> Result<()> {
+    let m = load(dir, rt)?;
+    let c = &m.config;
+    let params = parameter_count(c)?;
+    println!("model        {}", m.unet_dir.display());
+    println!(
+        "weights      {} ({}, stored as {:?})",
+        m.weights_path.display(),
+        m.format,
+        m.stored_dtype
+    );
+    println!(
+        "input        {} channels; output {} channels",
+        c.in_channels, c.out_channels
+    );
+    println!("parameters   {params} ({:.2} M)", params as f64 / 1e6);
+    let size = c.sample_size.unwrap_or(64);
+    let flops = m.model.flops(size, size);
+    println!(
+        "compute      {:.2} GFLOP per forward at {size}x{size}, batch 1{}",
+        flops as f64 / 1e9,
+        if c.sample_size.is_none() {
+            " (no sample_size in config)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "blocks       {} levels, {} ResNet layers per block",
+        c.block_out_channels.len(),
+        c.layers_per_block
+    );
+    for (i, (ch, (down, up))) in c
+        .block_out_channels
+        .iter()
+        .zip(c.down_block_types.iter().zip(c.up_block_types.iter().rev()))
+        .enumerate()
+    {
+        let res = size >> i;
+        println!("  level {i}: {ch:>4} channels at {res}x{res}  down {down:<16} up {up}");
+    }
+    println!(
+        "attention    head dim {}; mid block attention {}",
+        c.attention_head_dim
+            .map_or("= width".to_string(), |d| d.to_string()),
+        if c.add_attention { "on" } else { "off" }
+    );
+    println!(
+        "norm         GroupNorm {} groups, eps {}; time embedding sinusoidal {} (flip_sin_to_cos {}, shift {}) → MLP {}",
+        c.groups(),
+        c.norm_eps,
+        c.block_out_channels[0],
+        c.flip_sin_to_cos,
+        c.freq_shift,
+        c.time_embed_dim()
+    );
+    Ok(())
+}
+
+fn forward(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    rt: &Runtime,
+) -> Result<()> {
+    let m = load(model, rt)?;
+    let tensors = candle_core::safetensors::load(input, &rt.device)
+        .with_context(|| format!("reading {}", input.display()))?;
+    let x = tensors.get("x").with_context(|| {
+        format!(
+            "{}: no tensor named `x` (expected x: N×C×H×W)",
+            input.display()
+        )
+    })?;
+    let t = tensors
+        .get("timestep")
+        .with_context(|| format!("{}: no tensor named `timestep`", input.display()))?;
+    if x.rank() != 4 {
+        bail!(
+            "{}: x has shape {:?}, expected N×C×H×W",
+            input.display(),
+            x.dims()
+        );
+    }
+    let eps = m
+        .model
+        .forward(&x.to_dtype(rt.dtype)?, t)
+        .with_context(|| format!("running the model on {}", input.display()))?
+        .to_dtype(DType::F32)?;
+    let out: HashMap<String, Tensor> =
+        HashMap::from([("eps".to_string(), eps.to_device(&candle_core::Device::Cpu)?)]);
+    segdiff_unet::write_atomic(output, |tmp| {
+        candle_core::safetensors::save(&out, tmp).map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("writing {}", output.display()))?;
+    println!("wrote eps {:?} to {}", out["eps"].dims(), output.display());
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `segdiff model inspect|forward` end to end, on the tiny diffusers fixture.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+
+fn unet_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../segdiff-unet/tests/fixtures")
+        .join(name)
+}
+
+fn tiny_model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let unet = dir.path().join("unet");
+    std::fs::create_dir_all(&unet).unwrap();
+    std::fs::copy(
+        unet_fixture("unet_tiny_config.json"),
+        unet.join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        unet_fixture("unet_tiny_weights.safetensors"),
+        unet.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    dir
+}
+
+fn segdiff(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_segdiff"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn inspect_reports_parameters_and_flops() {
+    let dir = tiny_model_dir();
+    let out = segdiff(&["model", "inspect", dir.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("450601"), "{text}");
+    assert!(text.contains("0.03 GFLOP"), "{text}");
+    assert!(text.contains("AttnDownBlock2D"), "{text}");
+}
+
+#[test]
+fn forward_writes_eps_matching_diffusers() {
+    let dir = tiny_model_dir();
+    let io = candle_core::safetensors::load(unet_fixture("unet_tiny_io.safetensors"), &Device::Cpu)
+        .unwrap();
+    let input = dir.path().join("in.safetensors");
+    let output = dir.path().join("out.safetensors");
+    let tensors = std::collections::HashMap::from([
+        ("x".to_string(), io["b.x"].clone()),
+        ("timestep".to_string(), io["b.t"].clone()),
+    ]);
+    candle_core::safetensors::save(&tensors, &input).unwrap();
+    let out = segdiff(&[
+        "model",
+        "forward",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eps = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
+    let err = (&eps["eps"] - &io["b.out"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(err <= 1e-4, "max abs err {err}");
+}
+
+#[test]
+fn forward_errors_name_the_problem_and_write_nothing() {
+    let dir = tiny_model_dir();
+    let input = dir.path().join("in.safetensors");
+    let output = dir.path().join("out.safetensors");
+    let x = Tensor::zeros((1, 3, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let t = Tensor::new(5i64, &Device::Cpu).unwrap();
+    let tensors = std::collections::HashMap::from([("x".to_string(), x), ("t".to_string(), t)]);
+    candle_core::safetensors::save(&tensors, &input).unwrap();
+    let args = |m: &str| {
+        vec![
+            "model".to_string(),
+            "forward".into(),
+            "--model".into(),
+            m.to_string(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+            "--output".into(),
+            output.to_str().unwrap().into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_segdiff"))
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    let out = run(args(dir.path().to_str().unwrap()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timestep"));
+    let out = run(args("/nonexistent/model"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model"));
+    assert!(!output.exists());
+    // A wrong flag is a usage error (exit code 2).
+    assert_eq!(
+        segdiff(&["model", "inspect", "--bogus"]).status.code(),
+        Some(2)
+    );
+}
