@@ -7,6 +7,7 @@
 //! 2 the command line itself was wrong.
 
 mod model_cmd;
+mod options_file;
 mod runtime;
 
 use clap::{Parser, Subcommand};
@@ -30,7 +31,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args = match options_file::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let result = runtime::Runtime::from_args(&cli.runtime).and_then(|rt| match cli.command {
         Command::Model(cmd) => model_cmd::run(cmd, &rt),
     });
