@@ -1,0 +1,392 @@
+//! DPM-Solver++ multistep (Lu et al. 2022, "2M" for order 2) as diffusers'
+//! `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`: a fast deterministic sampler.
+//!
+//! Stateful like diffusers: it remembers the previous x0 prediction and its step index, so steps
+//! must be taken in schedule order after `set_timesteps`.
+
+use candle_core::Tensor;
+
+use crate::config::{
+    DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SchedulerConfig, SchedulerKind,
+    SolverType,
+};
+use crate::error::{DiffusionError, Result};
+use crate::noise_schedule::NoiseSchedule;
+use crate::scheduler::{
+    check_step_shapes, div_scalar, mul_scalar, Scheduler, StepNoise, StepOutput,
+};
+use crate::timestep_spacing::dpm_solver_timesteps;
+
+const NAME: &str = "DPMSolverMultistepScheduler";
+
+/// diffusers `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`, order 1 or 2.
+#[derive(Clone, Debug)]
+pub struct DpmSolverMultistepScheduler {
+    config: DpmSolverMultistepConfig,
+    schedule: NoiseSchedule,
+    /// σ_t = sqrt((1−ᾱ_t)/ᾱ_t) per training timestep, in f32 as diffusers computes it.
+    train_sigmas: Vec<f32>,
+    timesteps: Vec<usize>,
+    /// σ of each inference timestep plus the final σ (len = timesteps + 1).
+    sigmas: Vec<f32>,
+    num_inference_steps: Option<usize>,
+    /// Last `solver_order` x0 predictions, oldest first.
+    model_outputs: Vec<Option<Tensor>>,
+    lower_order_nums: usize,
+    step_index: Option<usize>,
+}
+
+// Scalars are float32 throughout, as diffusers computes them on 0-d float32 tensors.
+
+/// (α_t, σ_t) of the VP process from the ratio σ = σ_t/α_t (diffusers `_sigma_to_alpha_sigma_t`).
+fn alpha_sigma(sigma: f32) -> (f32, f32) {
+    let alpha = 1.0f32 / (sigma * sigma + 1.0f32).sqrt();
+    (alpha, sigma * alpha)
+}
+
+/// log-SNR λ = log α − log σ (+∞ for σ = 0).
+fn lambda(alpha: f32, sigma: f32) -> f32 {
+    alpha.ln() - sigma.ln()
+}
+
+impl DpmSolverMultistepScheduler {
+    /// Builds the tables; `set_timesteps` must be called before `step`.
+    pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
+        let schedule = NoiseSchedule::new(
+            config.num_train_timesteps,
+            config.beta_start,
+            config.beta_end,
+            config.beta_schedule,
+        )?;
+        let train_sigmas = schedule
+            .alphas_cumprod()
+            .iter()
+            .map(|&a| ((1.0f32 - a) / a).sqrt())
+            .collect();
+        let order = config.solver_order;
+        let timesteps = (0..config.num_train_timesteps).rev().collect();
+        Ok(Self {
+            config,
+            schedule,
+            train_sigmas,
+            timesteps,
+            sigmas: Vec::new(),
+            num_inference_steps: None,
+            model_outputs: vec![None; order],
+            lower_order_nums: 0,
+            step_index: None,
+        })
+    }
+
+    /// The config (typed).
+    pub fn dpm_config(&self) -> &DpmSolverMultistepConfig {
+        &self.config
+    }
+
+    /// σ of each inference timestep followed by the final σ.
+    pub fn sigmas(&self) -> &[f32] {
+        &self.sigmas
+    }
+
+    /// Index of the next step in `timesteps()`, once the first step was taken.
+    pub fn step_index(&self) -> Option<usize> {
+        self.step_index
+    }
+
+    /// Timesteps after dropping those whose λ is below `lambda_min_clipped`
+    /// (diffusers' `searchsorted` on the flipped λ table).
+    fn last_timestep(&self) -> usize {
+        let clip = self.config.lambda_min_clipped;
+        let clipped = self
+            .schedule
+            .alphas_cumprod()
+            .iter()
+            .filter(|&&a| (lambda(a.sqrt(), (1.0f32 - a).sqrt()) as f64) < clip)
+            .count();
+        self.config.num_train_timesteps - clipped
+    }
+
+    /// Converts the model output to the x0 prediction DPM-Solver++ integrates.
+    fn convert_model_output(
+        &self,
+        model_output: &Tensor,
+        sample: &Tensor,
+        sigma: f32,
+    ) -> Result<Tensor> {
+        let (alpha_t, sigma_t) = alpha_sigma(sigma);
+        Ok(match self.config.prediction_type {
+            PredictionType::Epsilon => {
+                div_scalar(&(sample - mul_scalar(model_output, sigma_t)?)?, alpha_t)?
+            }
+            PredictionType::Sample => model_output.clone(),
+            PredictionType::VPrediction => {
+                (mul_scalar(sample, alpha_t)? - mul_scalar(model_output, sigma_t)?)?
+            }
+        })
+    }
+
+    /// diffusers `index_for_timestep`: the second match if the timestep repeats.
+    fn index_for_timestep(&self, t: usize) -> Result<usize> {
+        let matches: Vec<usize> = self
+            .timesteps
+            .iter()
+            .enumerate()
+            .filter(|(_, &x)| x == t)
+            .map(|(i, _)| i)
+            .collect();
+        match matches.as_slice() {
+            [] => Err(DiffusionError::TimestepNotInSchedule {
+                scheduler: NAME,
+                timestep: t,
+                expected: None,
+            }),
+            [only] => Ok(*only),
+            [_, second, ..] => Ok(*second),
+        }
+    }
+
+    fn first_order_update(&self, x0: &Tensor, sample: &Tensor, idx: usize) -> Result<Tensor> {
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[idx + 1]);
+        let (alpha_s, sigma_s) = alpha_sigma(self.sigmas[idx]);
+        let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
+        let sample_coeff = sigma_t / sigma_s;
+        let x0_coeff = alpha_t * ((-h).exp() - 1.0f32);
+        Ok((mul_scalar(sample, sample_coeff)? - mul_scalar(x0, x0_coeff)?)?)
+    }
+
+    fn second_order_update(&self, sample: &Tensor, idx: usize) -> Result<Tensor> {
+        let (Some(Some(m1)), Some(Some(m0))) = (
+            self.model_outputs
+                .len()
+                .checked_sub(2)
+                .map(|i| &self.model_outputs[i]),
+            self.model_outputs.last(),
+        ) else {
+            return Err(DiffusionError::InvalidState(
+                "DPM-Solver++ second-order step without a previous model output".into(),
+            ));
+        };
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[idx + 1]);
+        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[idx]);
+        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[idx - 1]);
+        let lambda_t = lambda(alpha_t, sigma_t);
+        let lambda_s0 = lambda(alpha_s0, sigma_s0);
+        let lambda_s1 = lambda(alpha_s1, sigma_s1);
+        let h = lambda_t - lambda_s0;
+        let h_0 = lambda_s0 - lambda_s1;
+        let r0 = h_0 / h;
+        let d1 = mul_scalar(&(m0 - m1)?, 1.0f32 / r0)?;
+        let phi = alpha_t * ((-h).exp() - 1.0f32);
+        let x = (mul_scalar(sample, sigma_t / sigma_s0)? - mul_scalar(m0, phi)?)?;
+        Ok(match self.config.solver_type {
+            SolverType::Midpoint => (x - mul_scalar(&d1, 0.5f32 * phi)?)?,
+            SolverType::Heun => {
+                let c = alpha_t * (((-h).exp() - 1.0f32) / h + 1.0f32);
+                (x + mul_scalar(&d1, c)?)?
+            }
+        })
+    }
+}
+
+impl Scheduler for DpmSolverMultistepScheduler {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::DpmSolverMultistep
+    }
+
+    fn config(&self) -> SchedulerConfig {
+        SchedulerConfig::DpmSolverMultistep(self.config.clone())
+    }
+
+    fn noise_schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
+    fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
+        let timesteps = dpm_solver_timesteps(
+            self.config.timestep_spacing,
+            self.config.num_train_timesteps,
+            self.last_timestep(),
+            num_inference_steps,
+            self.config.steps_offset,
+        )?;
+        let sigma_last = match self.config.final_sigmas_type {
+            FinalSigmasType::Zero => 0.0,
+            FinalSigmasType::SigmaMin => self.train_sigmas[0],
+        };
+        self.sigmas = timesteps
+            .iter()
+            .map(|&t| self.train_sigmas[t])
+            .chain(std::iter::once(sigma_last))
+            .collect();
+        self.num_inference_steps = Some(timesteps.len());
+        self.timesteps = timesteps;
+        self.model_outputs = vec![None; self.config.solver_order];
+        self.lower_order_nums = 0;
+        self.step_index = None;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: usize,
+        sample: &Tensor,
+        _noise: StepNoise<'_>,
+    ) -> Result<StepOutput> {
+        let n = self
+            .num_inference_steps
+            .ok_or(DiffusionError::TimestepsNotSet(NAME))?;
+        check_step_shapes(model_output, sample)?;
+        let idx = match self.step_index {
+            None => self.index_for_timestep(timestep)?,
+            Some(i) => i,
+        };
+        // diffusers ignores the timestep after the first step; a mismatch is a caller bug.
+        if self.timesteps.get(idx) != Some(&timestep) {
+            return Err(DiffusionError::TimestepNotInSchedule {
+                scheduler: NAME,
+                timestep,
+                expected: self.timesteps.get(idx).copied(),
+            });
+        }
+        let lower_order_final = idx == n - 1
+            && (self.config.euler_at_final
+                || (self.config.lower_order_final && n < 15)
+                || self.config.final_sigmas_type == FinalSigmasType::Zero);
+
+        let x0 = self.convert_model_output(model_output, sample, self.sigmas[idx])?;
+        self.model_outputs.rotate_left(1);
+        if let Some(last) = self.model_outputs.last_mut() {
+            *last = Some(x0.clone());
+        }
+
+        let prev =
+            if self.config.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
+                self.first_order_update(&x0, sample, idx)?
+            } else {
+                self.second_order_update(sample, idx)?
+            };
+        if self.lower_order_nums < self.config.solver_order {
+            self.lower_order_nums += 1;
+        }
+        self.step_index = Some(idx + 1);
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: x0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn full(v: f32) -> Tensor {
+        Tensor::full(v, (1, 1, 2, 2), &Device::Cpu).unwrap()
+    }
+
+    /// First-order DPM-Solver++ is DDIM: x' = sqrt(ᾱ')·x0 + sqrt(1−ᾱ')·ε̂, ε̂ = (x − sqrt(ᾱ)·x0)/sqrt(1−ᾱ).
+    #[test]
+    fn first_order_step_is_ddim_in_closed_form() {
+        let mut s = DpmSolverMultistepScheduler::new(DpmSolverMultistepConfig {
+            solver_order: 1,
+            ..DpmSolverMultistepConfig::default()
+        })
+        .unwrap();
+        s.set_timesteps(10).unwrap();
+        let ts = s.timesteps().to_vec();
+        let ac = s.noise_schedule().alphas_cumprod().to_vec();
+        let (x, eps) = (0.7f64, -0.4f64);
+        let mut sample = full(x as f32);
+        // two steps: 999 -> 899 -> 799
+        let mut xv = x;
+        for i in 0..2 {
+            let (a, a_next) = (ac[ts[i]] as f64, ac[ts[i + 1]] as f64);
+            let x0 = (xv - (1.0 - a).sqrt() * eps) / a.sqrt();
+            xv = a_next.sqrt() * x0 + (1.0 - a_next).sqrt() * eps;
+            let out = s
+                .step(&full(eps as f32), ts[i], &sample, StepNoise::None)
+                .unwrap();
+            sample = out.prev_sample;
+        }
+        let got: Vec<f32> = sample.flatten_all().unwrap().to_vec1().unwrap();
+        assert!((got[0] as f64 - xv).abs() < 1e-5, "{} vs {xv}", got[0]);
+    }
+
+    #[test]
+    fn final_step_with_zero_sigma_returns_x0() {
+        let mut s = DpmSolverMultistepScheduler::new(DpmSolverMultistepConfig::default()).unwrap();
+        s.set_timesteps(3).unwrap();
+        let ts = s.timesteps().to_vec();
+        assert_eq!(*s.sigmas().last().unwrap(), 0.0);
+        let mut x = full(0.3);
+        let eps = full(0.1);
+        let mut last = None;
+        for &t in &ts {
+            let out = s.step(&eps, t, &x, StepNoise::None).unwrap();
+            x = out.prev_sample.clone();
+            last = Some(out);
+        }
+        let last = last.unwrap();
+        let d: f32 = (&last.prev_sample - &last.pred_original_sample)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(d, 0.0);
+    }
+
+    #[test]
+    fn steps_must_follow_the_schedule() {
+        let mut s = DpmSolverMultistepScheduler::new(DpmSolverMultistepConfig::default()).unwrap();
+        let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(
+            s.step(&x, 999, &x, StepNoise::None),
+            Err(DiffusionError::TimestepsNotSet(_))
+        ));
+        s.set_timesteps(10).unwrap();
+        assert!(s.step(&x, 555, &x, StepNoise::None).is_err());
+        s.step(&x, 999, &x, StepNoise::None).unwrap();
+        assert!(matches!(
+            s.step(&x, 999, &x, StepNoise::None),
+            Err(DiffusionError::TimestepNotInSchedule {
+                expected: Some(899),
+                ..
+            })
+        ));
+        // set_timesteps resets the multistep state
+        s.set_timesteps(10).unwrap();
+        assert!(s.step(&x, 999, &x, StepNoise::None).is_ok());
+    }
+
+    #[test]
+    fn lambda_min_clipped_drops_low_snr_timesteps() {
+        let cfg = DpmSolverMultistepConfig {
+            beta_schedule: crate::config::BetaSchedule::SquaredcosCapV2,
+            lambda_min_clipped: -5.1,
+            ..DpmSolverMultistepConfig::default()
+        };
+        let mut s = DpmSolverMultistepScheduler::new(cfg).unwrap();
+        s.set_timesteps(10).unwrap();
+        let first = s.timesteps()[0];
+        let ac = s.noise_schedule().alphas_cumprod()[first] as f64;
+        let lam = 0.5 * (ac / (1.0 - ac)).ln();
+        assert!(
+            first < 999,
+            "cosine schedule should lose its last timesteps, got {first}"
+        );
+        assert!(lam >= -5.1 - 1e-3, "λ({first}) = {lam}");
+    }
+}

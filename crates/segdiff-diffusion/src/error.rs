@@ -1,0 +1,133 @@
+//! Error type of the crate: every variant carries the value (and, for files, the path) at fault.
+
+use std::path::PathBuf;
+
+/// Errors raised by schedulers, config loading, sampling, mask conditioning and optimisation.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffusionError {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A scheduler config file could not be read or written.
+    #[error("scheduler config {path}: {source}")]
+    ConfigIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A scheduler config is not valid JSON or not a JSON object.
+    #[error("scheduler config{}: {message}", path_suffix(.path))]
+    ConfigParse {
+        path: Option<PathBuf>,
+        message: String,
+    },
+
+    /// A config field has the wrong JSON type.
+    #[error("scheduler config field `{field}` of {class}: expected {expected}, found {found}")]
+    ConfigFieldType {
+        class: String,
+        field: &'static str,
+        expected: &'static str,
+        found: String,
+    },
+
+    /// A config field holds a value diffusers accepts but this crate does not implement (or an invalid one).
+    #[error("scheduler config field `{field}` of {class}: unsupported value {value} ({reason})")]
+    UnsupportedConfigValue {
+        class: String,
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// `_class_name` names a scheduler this crate does not implement.
+    #[error("scheduler config: unsupported _class_name {0:?} (expected DDPMScheduler, DDIMScheduler or DPMSolverMultistepScheduler)")]
+    UnsupportedScheduler(String),
+
+    /// `set_timesteps` was asked for an impossible number of inference steps.
+    #[error("num_inference_steps {requested} must be in 1..={num_train_timesteps}")]
+    InvalidInferenceSteps {
+        requested: usize,
+        num_train_timesteps: usize,
+    },
+
+    /// `step` was called before `set_timesteps` on a scheduler that needs it.
+    #[error("{0}: call set_timesteps before step")]
+    TimestepsNotSet(&'static str),
+
+    /// A timestep is outside the training range.
+    #[error("timestep {timestep} out of range 0..{num_train_timesteps}")]
+    TimestepOutOfRange {
+        timestep: usize,
+        num_train_timesteps: usize,
+    },
+
+    /// `step` got a timestep that is not the one the scheduler expects next.
+    #[error(
+        "{scheduler}: timestep {timestep} is not in the current schedule (expected {expected:?})"
+    )]
+    TimestepNotInSchedule {
+        scheduler: &'static str,
+        timestep: usize,
+        expected: Option<usize>,
+    },
+
+    /// A stochastic step was requested without a noise source.
+    #[error("{scheduler} step at t={timestep} needs variance noise: pass StepNoise::Tensor or StepNoise::Rng")]
+    NoiseRequired {
+        scheduler: &'static str,
+        timestep: usize,
+    },
+
+    /// `eta` is negative, non-finite, or was set on a scheduler that has no eta.
+    #[error("{scheduler}: invalid eta {eta}")]
+    InvalidEta { scheduler: &'static str, eta: f64 },
+
+    /// Two tensors that must agree in shape do not.
+    #[error("{what}: shape {got:?} does not match expected {expected:?}")]
+    ShapeMismatch {
+        what: &'static str,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+
+    /// `add_noise` got a number of timesteps different from the batch size.
+    #[error("add_noise: {timesteps} timesteps for a batch of {batch}")]
+    TimestepCountMismatch { timesteps: usize, batch: usize },
+
+    /// A mask holds a class id that is not below `num_classes`.
+    #[error("mask class id {value} at flat index {index} is not < num_classes {num_classes}")]
+    MaskClassOutOfRange {
+        value: u32,
+        index: usize,
+        num_classes: usize,
+    },
+
+    /// A mask tensor has an unsupported dtype or rank.
+    #[error("mask tensor: {0}")]
+    InvalidMask(String),
+
+    /// A parameter of a mask, sampling or optimisation routine is out of range.
+    #[error("invalid {name}: {value} ({reason})")]
+    InvalidParameter {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// Optimiser or EMA state does not fit the variables it is restored into.
+    #[error("optimiser state: {0}")]
+    InvalidState(String),
+}
+
+fn path_suffix(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" {}", p.display()),
+        None => String::new(),
+    }
+}
+
+/// Result alias of the crate.
+pub type Result<T, E = DiffusionError> = std::result::Result<T, E>;

@@ -1,0 +1,42 @@
+//! The diffusion "science core" of segdiff: diffusers-0.42-compatible noise schedulers, the
+//! segmentation-guided sampling loop, mask conditioning with the paper's mask ablation, and the
+//! optimiser pieces the trainer needs.
+//!
+//! Not here: the denoising network (`segdiff-unet`, plugged in through [`EpsModel`]), data
+//! loading, the training loop and the CLI.
+//!
+//! Main types:
+//! - [`SchedulerConfig`] reads/writes `scheduler/scheduler_config.json` for `DDPMScheduler`,
+//!   `DDIMScheduler` and `DPMSolverMultistepScheduler`; [`SchedulerConfig::build`] gives a
+//!   [`Scheduler`] ([`DdpmScheduler`], [`DdimScheduler`], [`DpmSolverMultistepScheduler`]).
+//! - [`guided_sample`] runs concat-mask → ε-model → step to an image in [0, 1].
+//! - [`encode_mask`] / [`MaskEncoding`] and [`MaskAblation`] (Algorithm 1 of Konz et al. 2024).
+//! - [`optim`]: [`optim::AdamW`] with exportable state, [`optim::cosine_schedule_with_warmup`],
+//!   [`optim::clip_grad_norm`], [`optim::Ema`].
+//! - [`random`]: seeded noise and timestep draws (candle's CPU RNG cannot be seeded).
+
+pub mod config;
+pub mod ddim;
+pub mod ddpm;
+pub mod dpm_solver;
+pub mod error;
+pub mod mask_conditioning;
+pub mod noise_schedule;
+pub mod optim;
+pub mod random;
+pub mod sampling;
+pub mod scheduler;
+mod timestep_spacing;
+
+pub use config::{
+    BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType,
+    PredictionType, SchedulerConfig, SchedulerKind, SolverType, TimestepSpacing, VarianceType,
+};
+pub use ddim::DdimScheduler;
+pub use ddpm::DdpmScheduler;
+pub use dpm_solver::DpmSolverMultistepScheduler;
+pub use error::{DiffusionError, Result};
+pub use mask_conditioning::{encode_mask, AblationMode, MaskAblation, MaskEncoding};
+pub use noise_schedule::NoiseSchedule;
+pub use sampling::{guided_sample, EpsModel, GuidedSample, SamplingOptions};
+pub use scheduler::{Scheduler, StepNoise, StepOutput};
