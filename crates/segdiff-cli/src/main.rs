@@ -6,9 +6,16 @@
 //! Exit codes: 0 success, 1 the command failed (the message names the file or value at fault),
 //! 2 the command line itself was wrong.
 
+mod loss_plot;
+mod metrics_cmd;
 mod model_cmd;
 mod options_file;
+mod pictures;
+mod png_io;
+mod progress;
 mod runtime;
+mod sample_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +35,13 @@ enum Command {
     /// Inspect, run and convert denoiser checkpoints (diffusers `UNet2DModel` directories).
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
+    /// Train a segmentation-guided (or unconditional) diffusion model on a prepared dataset.
+    Train(train_cmd::TrainArgs),
+    /// Generate images from segmentation masks (or unconditionally) with a trained model.
+    Sample(sample_cmd::SampleArgs),
+    /// Dice, HD95, PSNR/SSIM and FID between folders of images or masks.
+    #[command(subcommand)]
+    Metrics(metrics_cmd::MetricsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +55,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(args);
     let result = runtime::Runtime::from_args(&cli.runtime).and_then(|rt| match cli.command {
         Command::Model(cmd) => model_cmd::run(cmd, &rt),
+        Command::Train(args) => train_cmd::run(args, &rt),
+        Command::Sample(args) => sample_cmd::run(args, &rt),
+        Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

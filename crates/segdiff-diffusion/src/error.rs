@@ -120,6 +120,18 @@ pub enum DiffusionError {
     /// Optimiser or EMA state does not fit the variables it is restored into.
     #[error("optimiser state: {0}")]
     InvalidState(String),
+
+    /// The denoiser could not be built, loaded or saved.
+    #[error(transparent)]
+    Unet(#[from] segdiff_unet::UnetError),
+
+    /// Training produced a NaN or infinite loss (or gradient norm).
+    #[error("training diverged at step {step}: loss {value} is not finite (the last checkpoint is intact; lower --lr or check the data)")]
+    NonFiniteLoss { step: usize, value: f64 },
+
+    /// A model directory (or its `segdiff.json`) is missing, unreadable or inconsistent.
+    #[error("{path}: {message}")]
+    ModelDir { path: PathBuf, message: String },
 }
 
 fn path_suffix(path: &Option<PathBuf>) -> String {

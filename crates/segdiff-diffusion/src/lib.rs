@@ -21,12 +21,15 @@ pub mod ddpm;
 pub mod dpm_solver;
 pub mod error;
 pub mod mask_conditioning;
+pub mod model_dir;
 pub mod noise_schedule;
 pub mod optim;
 pub mod random;
+pub mod sampler;
 pub mod sampling;
 pub mod scheduler;
 mod timestep_spacing;
+pub mod train;
 
 pub use config::{
     BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType,
@@ -37,6 +40,11 @@ pub use ddpm::DdpmScheduler;
 pub use dpm_solver::DpmSolverMultistepScheduler;
 pub use error::{DiffusionError, Result};
 pub use mask_conditioning::{encode_mask, AblationMode, MaskAblation, MaskEncoding};
+pub use model_dir::{load_model_dir, save_model_dir, ConditioningMeta, SegdiffModel};
 pub use noise_schedule::NoiseSchedule;
+pub use sampler::{
+    sample, sample_images, LatentInterpolation, MixPoint, SampleInput, SampleOptions, SampleOutput,
+    SampleProgress, Shard, UnetDenoiser,
+};
 pub use sampling::{guided_sample, EpsModel, GuidedSample, SamplingOptions};
 pub use scheduler::{Scheduler, StepNoise, StepOutput};

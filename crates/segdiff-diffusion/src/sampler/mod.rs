@@ -1,0 +1,579 @@
+//! The paper's sampler as a library API (used by `segdiff sample`, the evaluator and the demo):
+//! class-id masks in, images in [0, 1] out, with per-image seeds, ablated masks, mask guidance,
+//! latent interpolation toward a real image, sharding and progress reporting.
+//!
+//! Every image of a run has a global index `g` in mask order: image `g` is sample
+//! `g % samples_per_mask` of mask `g / samples_per_mask`. All its noise (x_T, stochastic-step
+//! noise, interpolation noise) comes from generators keyed by `(seed, g)` ([`image_rng`]), so the
+//! result does not depend on the batch size or on the other images of its batch, up to the
+//! denoiser's rounding: convolution and matmul kernels (CPU ones included) may sum in a different
+//! order for another batch shape, which moves the tiny UNet's images by ~3e-6. Batches are
+//! therefore cut at global multiples of `batch_size`, which makes shards ([`Shard`]) reproduce
+//! the single run bit for bit.
+//!
+//! The sampling scheduler is built from the model's *training* noise schedule
+//! ([`sampling_scheduler_config`]); the loop is the official pipelines' concat-mask → ε → step.
+
+mod image_rng;
+mod mask_input;
+mod shard;
+
+use candle_core::{DType, Device, Tensor};
+use segdiff_unet::UNet2DModel;
+
+use crate::config::{
+    DdimConfig, DdpmConfig, DpmSolverMultistepConfig, SchedulerConfig, SchedulerKind,
+};
+use crate::error::{DiffusionError, Result};
+use crate::model_dir::{ConditioningMeta, SegdiffModel};
+use crate::sampling::{to_image01, EpsModel};
+use crate::scheduler::{Scheduler, StepNoise};
+
+pub use image_rng::{image_rng, initial_noise, NoiseStream};
+pub use shard::Shard;
+
+use image_rng::draw_batch;
+use mask_input::{prepare_conditions, MaskEdit};
+
+/// Inference steps used when [`SampleOptions::steps`] is `None`: 50 for DDIM (the paper),
+/// 1000 for DDPM (the paper's DDPM model type, every training timestep), 20 for DPM-Solver++
+/// (diffusers' usual fast setting).
+pub fn default_steps(kind: SchedulerKind) -> usize {
+    match kind {
+        SchedulerKind::Ddim => 50,
+        SchedulerKind::Ddpm => 1000,
+        SchedulerKind::DpmSolverMultistep => 20,
+    }
+}
+
+/// The config of the `kind` scheduler used for sampling: the training schedule's
+/// `num_train_timesteps`, `beta_start`, `beta_end`, `beta_schedule` and `prediction_type`, every
+/// other field at that scheduler's diffusers default (as the paper builds
+/// `DDIMScheduler(num_train_timesteps=1000)`). Unlike diffusers' `from_config`, training-only
+/// choices such as a DDPM `clip_sample` are not carried over.
+pub fn sampling_scheduler_config(
+    training: &SchedulerConfig,
+    kind: SchedulerKind,
+) -> SchedulerConfig {
+    let (num_train_timesteps, beta_start, beta_end, beta_schedule, prediction_type) = match training
+    {
+        SchedulerConfig::Ddpm(c) => (
+            c.num_train_timesteps,
+            c.beta_start,
+            c.beta_end,
+            c.beta_schedule,
+            c.prediction_type,
+        ),
+        SchedulerConfig::Ddim(c) => (
+            c.num_train_timesteps,
+            c.beta_start,
+            c.beta_end,
+            c.beta_schedule,
+            c.prediction_type,
+        ),
+        SchedulerConfig::DpmSolverMultistep(c) => (
+            c.num_train_timesteps,
+            c.beta_start,
+            c.beta_end,
+            c.beta_schedule,
+            c.prediction_type,
+        ),
+    };
+    match kind {
+        SchedulerKind::Ddpm => SchedulerConfig::Ddpm(DdpmConfig {
+            num_train_timesteps,
+            beta_start,
+            beta_end,
+            beta_schedule,
+            prediction_type,
+            ..DdpmConfig::default()
+        }),
+        SchedulerKind::Ddim => SchedulerConfig::Ddim(DdimConfig {
+            num_train_timesteps,
+            beta_start,
+            beta_end,
+            beta_schedule,
+            prediction_type,
+            ..DdimConfig::default()
+        }),
+        SchedulerKind::DpmSolverMultistep => {
+            SchedulerConfig::DpmSolverMultistep(DpmSolverMultistepConfig {
+                num_train_timesteps,
+                beta_start,
+                beta_end,
+                beta_schedule,
+                prediction_type,
+                ..DpmSolverMultistepConfig::default()
+            })
+        }
+    }
+}
+
+/// Where along the schedule the latent interpolation mixes in the real image.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MixPoint {
+    /// Mix before inference step `k` (0-based, `k < steps`): after `k` steps from x_T, at
+    /// t̃ = `timesteps[k]`. `k = 0` mixes x_T itself.
+    StepIndex(usize),
+    /// Fraction `f` in [0, 1) of the inference steps run before mixing: `k = ⌊f·steps⌋`.
+    Fraction(f64),
+}
+
+impl MixPoint {
+    /// The step index `k` for a schedule of `steps` inference steps.
+    pub fn step_index(self, steps: usize) -> Result<usize> {
+        let k = match self {
+            Self::StepIndex(k) => k,
+            Self::Fraction(f) => {
+                if !(0.0..1.0).contains(&f) {
+                    return Err(DiffusionError::InvalidParameter {
+                        name: "interpolation fraction",
+                        value: f.to_string(),
+                        reason: "must be in [0, 1)",
+                    });
+                }
+                (f * steps as f64).floor() as usize
+            }
+        };
+        if k >= steps {
+            return Err(DiffusionError::InvalidParameter {
+                name: "interpolation step",
+                value: k.to_string(),
+                reason: "must be below the number of inference steps",
+            });
+        }
+        Ok(k)
+    }
+}
+
+/// Latent interpolation toward real images (the paper's adjustable anatomical similarity):
+/// sample from x_T down to t̃, noise the real image to t̃ with `add_noise` (noise from the image's
+/// [`NoiseStream::Interpolation`]), take x̃ = (1−λ)·x_gen(t̃) + λ·x_real(t̃), denoise on to 0.
+///
+/// With DPM-Solver++ the step after the mix still uses the multistep history of the generated
+/// trajectory, as a scheduler that is not told about the jump would.
+#[derive(Clone, Debug)]
+pub struct LatentInterpolation {
+    /// Real images in [-1, 1], (M, C, H, W): one per mask (per unconditional slot), shared by
+    /// that mask's samples.
+    pub real_images: Tensor,
+    /// λ in [0, 1]: 0 is the plain sample, 1 starts the rest of the way from the noised real image.
+    pub lambda: f64,
+    /// t̃.
+    pub at: MixPoint,
+}
+
+/// Settings of a sampling run.
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    /// DDIM (paper default), DDPM or DPM-Solver++ (2M).
+    pub scheduler: SchedulerKind,
+    /// Inference steps; `None` = [`default_steps`] (50 / 1000 / 20).
+    pub steps: Option<usize>,
+    /// DDIM η (0 = deterministic, the paper's setting); must be 0 for the other schedulers.
+    pub eta: f64,
+    /// Seed of every random draw of the run (see [`image_rng`]).
+    pub seed: u64,
+    /// Images per denoiser call (a memory/speed trade-off; see the module doc on sharding).
+    pub batch_size: usize,
+    /// Images generated per mask (per unconditional slot).
+    pub samples_per_mask: usize,
+    /// Mask guidance scale w: ε = ε(x|∅) + w·(ε(x|m) − ε(x|∅)), ∅ the all-background mask.
+    /// Meant for models trained with mask ablation. `None` or `Some(1.0)` is plain conditioning
+    /// (one network call per step); other values cost a second call.
+    pub guidance_scale: Option<f64>,
+    /// Foreground classes to keep; the others are set to background before encoding (the model
+    /// fills them in).
+    pub keep_classes: Option<Vec<u32>>,
+    /// Condition on all-background masks (cannot be combined with `keep_classes`).
+    pub empty_mask: bool,
+    /// Generate only this shard's images (see [`Shard::image_range`]).
+    pub shard: Option<Shard>,
+    /// x_T of every image of the run, (total, C, H, W) in global order (also when sharded),
+    /// replacing the seeded draw; other noise still comes from the seed.
+    pub init_noise: Option<Tensor>,
+    /// Latent interpolation toward real images.
+    pub interpolation: Option<LatentInterpolation>,
+}
+
+impl Default for SampleOptions {
+    /// The paper: DDIM, 50 steps, η = 0, seed 0, batch 8, one sample per mask, plain conditioning.
+    fn default() -> Self {
+        Self {
+            scheduler: SchedulerKind::Ddim,
+            steps: None,
+            eta: 0.0,
+            seed: 0,
+            batch_size: 8,
+            samples_per_mask: 1,
+            guidance_scale: None,
+            keep_classes: None,
+            empty_mask: false,
+            shard: None,
+            init_noise: None,
+            interpolation: None,
+        }
+    }
+}
+
+/// What is sampled.
+#[derive(Clone, Copy, Debug)]
+pub enum SampleInput<'a> {
+    /// Class-id masks, (M, H, W) or (M, 1, H, W), u8 / u32 / i64, for segmentation-guided models.
+    Masks(&'a Tensor),
+    /// `count` slots of `height`×`width` for unconditional models.
+    Unconditional {
+        count: usize,
+        height: usize,
+        width: usize,
+    },
+}
+
+/// Reported after every denoising step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleProgress {
+    /// Images of this run (shard) finished, counting the current batch after its last step.
+    pub images_done: usize,
+    /// Images of this run (shard).
+    pub images_total: usize,
+    /// Steps of the current batch done (1-based).
+    pub step: usize,
+    /// Steps per batch.
+    pub steps: usize,
+}
+
+/// Result of a sampling run.
+#[derive(Clone, Debug)]
+pub struct SampleOutput {
+    /// `(x/2 + 0.5).clamp(0, 1)`, f32 (K, C, H, W) on the CPU, in global image order.
+    pub images01: Tensor,
+    /// Global index of each row (contiguous; `0..total` unless sharded).
+    pub image_indices: Vec<usize>,
+    /// Mask (slot) of each row: `image_index / samples_per_mask`.
+    pub mask_indices: Vec<usize>,
+    /// Images of the whole run (all shards).
+    pub total_images: usize,
+}
+
+/// A [`UNet2DModel`] as an [`EpsModel`]: casts the input to the network's dtype, passes the
+/// timestep as a 0-d i64 tensor like the diffusers pipelines, and returns the output in the
+/// input's dtype.
+pub struct UnetDenoiser<'a> {
+    unet: &'a UNet2DModel,
+    dtype: DType,
+}
+
+impl<'a> UnetDenoiser<'a> {
+    /// Wraps `unet` whose weights are in `dtype`.
+    pub fn new(unet: &'a UNet2DModel, dtype: DType) -> Self {
+        Self { unet, dtype }
+    }
+}
+
+impl EpsModel for UnetDenoiser<'_> {
+    fn predict(&mut self, input: &Tensor, timestep: usize) -> candle_core::Result<Tensor> {
+        let t = Tensor::new(timestep as i64, input.device())?;
+        let out = self.unet.forward(&input.to_dtype(self.dtype)?, &t)?;
+        out.to_dtype(input.dtype())
+    }
+}
+
+/// Samples with a loaded model directory (its UNet, training schedule and conditioning meta).
+pub fn sample(
+    model: &SegdiffModel,
+    input: SampleInput<'_>,
+    options: &SampleOptions,
+    progress: &mut dyn FnMut(&SampleProgress),
+) -> Result<SampleOutput> {
+    let weight =
+        model
+            .unet
+            .tensors
+            .get("conv_in.weight")
+            .ok_or_else(|| DiffusionError::ModelDir {
+                path: model.unet.weights_path.clone(),
+                message: "no conv_in.weight among the loaded tensors".into(),
+            })?;
+    let (dtype, device) = (weight.dtype(), weight.device().clone());
+    let mut denoiser = UnetDenoiser::new(&model.unet.model, dtype);
+    sample_images(
+        &mut denoiser,
+        &model.scheduler,
+        &model.meta,
+        input,
+        options,
+        &device,
+        progress,
+    )
+}
+
+/// Samples with any ε-model: `training` is the model's training scheduler config, `meta` its
+/// conditioning; the loop state lives in f32 on `device`.
+pub fn sample_images(
+    denoiser: &mut dyn EpsModel,
+    training: &SchedulerConfig,
+    meta: &ConditioningMeta,
+    input: SampleInput<'_>,
+    options: &SampleOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(&SampleProgress),
+) -> Result<SampleOutput> {
+    check_counts(options)?;
+    let channels = meta.image_channels;
+    let (condition, slots, height, width) = conditions(meta, input, options, device)?;
+    let spm = options.samples_per_mask;
+    let total = slots * spm;
+    let image_shape = (channels, height, width);
+
+    let mut scheduler = sampling_scheduler_config(training, options.scheduler).build()?;
+    let steps = options.steps.unwrap_or(default_steps(options.scheduler));
+    scheduler.set_timesteps(steps)?;
+    scheduler.set_eta(options.eta)?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let stochastic = match options.scheduler {
+        SchedulerKind::Ddpm => true,
+        SchedulerKind::Ddim => options.eta > 0.0,
+        SchedulerKind::DpmSolverMultistep => false,
+    };
+    // w = 1 is plain conditioning: skip the second network call.
+    let guidance = options.guidance_scale.filter(|&w| w != 1.0);
+
+    if let Some(x) = &options.init_noise {
+        expect_dims(
+            "init_noise (total images, C, H, W)",
+            x,
+            &[total, channels, height, width],
+        )?;
+    }
+    let mix = match &options.interpolation {
+        Some(interp) => {
+            if !(0.0..=1.0).contains(&interp.lambda) {
+                return Err(DiffusionError::InvalidParameter {
+                    name: "interpolation lambda",
+                    value: interp.lambda.to_string(),
+                    reason: "must be in [0, 1]",
+                });
+            }
+            expect_dims(
+                "interpolation real_images (masks, C, H, W)",
+                &interp.real_images,
+                &[slots, channels, height, width],
+            )?;
+            let real = interp.real_images.to_dtype(DType::F32)?.to_device(device)?;
+            Some((interp.at.step_index(timesteps.len())?, interp.lambda, real))
+        }
+        None => None,
+    };
+
+    let range = match options.shard {
+        Some(s) => s.image_range(total, options.batch_size)?,
+        None => 0..total,
+    };
+    let images_total = range.len();
+    let mut outputs = Vec::new();
+    let mut images_done = 0;
+    for batch in shard::batches(range.clone(), options.batch_size) {
+        let n = batch.len();
+        let rows: Vec<u32> = batch.clone().map(|g| (g / spm) as u32).collect();
+        let rows = Tensor::from_vec(rows, n, device)?;
+        let mut x = match &options.init_noise {
+            Some(x_t) => x_t
+                .narrow(0, batch.start, n)?
+                .to_dtype(DType::F32)?
+                .to_device(device)?,
+            None => {
+                let mut rngs: Vec<_> = batch
+                    .clone()
+                    .map(|g| image_rng(options.seed, g, NoiseStream::Initial))
+                    .collect();
+                draw_batch(&mut rngs, image_shape, device)?
+            }
+        };
+        let cond = match &condition {
+            Some(c) => Some(c.index_select(&rows, 0)?),
+            None => None,
+        };
+        let empty = match (&cond, guidance) {
+            (Some(c), Some(_)) => Some(c.zeros_like()?),
+            _ => None,
+        };
+        let mut step_rngs: Vec<_> = if stochastic {
+            batch
+                .clone()
+                .map(|g| image_rng(options.seed, g, NoiseStream::Step))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Resets multistep state (DPM-Solver++) for the new batch.
+        scheduler.set_timesteps(steps)?;
+        for (i, &t) in timesteps.iter().enumerate() {
+            if let Some((k, lambda, real)) = &mix {
+                if i == *k {
+                    let mut rngs: Vec<_> = batch
+                        .clone()
+                        .map(|g| image_rng(options.seed, g, NoiseStream::Interpolation))
+                        .collect();
+                    let noise = draw_batch(&mut rngs, image_shape, device)?;
+                    let real = real.index_select(&rows, 0)?;
+                    let real_t = scheduler.add_noise(&real, &noise, &vec![t; n])?;
+                    x = (x.affine(1.0 - lambda, 0.0)? + real_t.affine(*lambda, 0.0)?)?;
+                }
+            }
+            let mut eps = predict(denoiser, scheduler.as_ref(), &x, cond.as_ref(), t)?;
+            if let (Some(w), Some(empty)) = (guidance, &empty) {
+                let eps_empty = predict(denoiser, scheduler.as_ref(), &x, Some(empty), t)?;
+                eps = (&eps_empty + (eps - &eps_empty)?.affine(w, 0.0)?)?;
+            }
+            let noise = if stochastic {
+                Some(draw_batch(&mut step_rngs, image_shape, device)?)
+            } else {
+                None
+            };
+            let step_noise = match &noise {
+                Some(z) => StepNoise::Tensor(z),
+                None => StepNoise::None,
+            };
+            x = scheduler.step(&eps, t, &x, step_noise)?.prev_sample;
+            let last = i + 1 == timesteps.len();
+            progress(&SampleProgress {
+                images_done: images_done + if last { n } else { 0 },
+                images_total,
+                step: i + 1,
+                steps: timesteps.len(),
+            });
+        }
+        images_done += n;
+        outputs.push(to_image01(&x)?.to_device(&Device::Cpu)?);
+    }
+    let images01 = if outputs.is_empty() {
+        Tensor::zeros((0, channels, height, width), DType::F32, &Device::Cpu)?
+    } else {
+        Tensor::cat(&outputs, 0)?
+    };
+    Ok(SampleOutput {
+        images01,
+        image_indices: range.clone().collect(),
+        mask_indices: range.map(|g| g / spm).collect(),
+        total_images: total,
+    })
+}
+
+/// The model output for `x` with mask channels `cond`, checked to have the image's shape.
+fn predict(
+    denoiser: &mut dyn EpsModel,
+    scheduler: &dyn Scheduler,
+    x: &Tensor,
+    cond: Option<&Tensor>,
+    t: usize,
+) -> Result<Tensor> {
+    let scaled = scheduler.scale_model_input(x, t)?;
+    let input = match cond {
+        Some(c) => Tensor::cat(&[&scaled, c], 1)?,
+        None => scaled,
+    };
+    let eps = denoiser.predict(&input, t)?;
+    if eps.dims() != x.dims() {
+        return Err(DiffusionError::ShapeMismatch {
+            what: "model output (must match the image, without mask channels)",
+            got: eps.dims().to_vec(),
+            expected: x.dims().to_vec(),
+        });
+    }
+    Ok(eps)
+}
+
+/// Encoded conditions (if any) and the run's slot count and image size.
+fn conditions(
+    meta: &ConditioningMeta,
+    input: SampleInput<'_>,
+    options: &SampleOptions,
+    device: &Device,
+) -> Result<(Option<Tensor>, usize, usize, usize)> {
+    match (meta.segmentation_guided, input) {
+        (true, SampleInput::Masks(masks)) => {
+            let edit = MaskEdit {
+                keep_classes: options.keep_classes.as_deref(),
+                empty: options.empty_mask,
+            };
+            let c = prepare_conditions(meta, masks, edit, device)?;
+            Ok((Some(c.encoded), c.count, c.height, c.width))
+        }
+        (
+            false,
+            SampleInput::Unconditional {
+                count,
+                height,
+                width,
+            },
+        ) => {
+            if options.keep_classes.is_some()
+                || options.empty_mask
+                || options.guidance_scale.is_some()
+            {
+                return Err(DiffusionError::InvalidParameter {
+                    name: "keep_classes / empty_mask / guidance_scale",
+                    value: "set".into(),
+                    reason: "mask options need a segmentation-guided model",
+                });
+            }
+            if count == 0 || height == 0 || width == 0 {
+                return Err(DiffusionError::InvalidParameter {
+                    name: "unconditional input",
+                    value: format!("{count} × {height}×{width}"),
+                    reason: "count and size must be positive",
+                });
+            }
+            Ok((None, count, height, width))
+        }
+        (true, SampleInput::Unconditional { .. }) => Err(DiffusionError::InvalidParameter {
+            name: "input",
+            value: "unconditional".into(),
+            reason: "this model is segmentation-guided: give masks",
+        }),
+        (false, SampleInput::Masks(_)) => Err(DiffusionError::InvalidParameter {
+            name: "input",
+            value: "masks".into(),
+            reason: "this model is unconditional and takes no mask",
+        }),
+    }
+}
+
+fn check_counts(options: &SampleOptions) -> Result<()> {
+    for (name, value) in [
+        ("batch_size", options.batch_size),
+        ("samples_per_mask", options.samples_per_mask),
+    ] {
+        if value == 0 {
+            return Err(DiffusionError::InvalidParameter {
+                name,
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+    }
+    if let Some(w) = options.guidance_scale {
+        if !w.is_finite() {
+            return Err(DiffusionError::InvalidParameter {
+                name: "guidance_scale",
+                value: w.to_string(),
+                reason: "must be finite",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn expect_dims(what: &'static str, t: &Tensor, dims: &[usize]) -> Result<()> {
+    if t.dims() != dims {
+        return Err(DiffusionError::ShapeMismatch {
+            what,
+            got: t.dims().to_vec(),
+            expected: dims.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
