@@ -1,0 +1,59 @@
+//! Medical volumes in, paired 2-D training data out — and read back.
+//!
+//! What this crate is for: turning CT/MR volumes (DICOM series or NIfTI files) and their label
+//! maps (NIfTI label volumes or DICOM SEG) into the image/mask PNG dataset that segmentation-guided
+//! diffusion trains on, and reading such a dataset as shuffled, augmented batches. It does not
+//! know about models, noise schedules or metrics; the CLI wires [`prepare`] and [`Dataset`] to
+//! those crates.
+//!
+//! Main types and entry points:
+//! * [`prepare`] with [`PrepareOptions`] / [`InputSpec`] → [`PrepareSummary`]: the whole pipeline
+//!   (read → reorient to RAS+ → 8-bit intensities → square → Pillow-exact resize → labels → split
+//!   by volume → atomic write of `img/`, `mask/all/`, `manifest.csv`, `dataset.json`).
+//! * Readers: [`scan_dicom`] / [`read_dicom_series`] / [`read_dicom`], [`read_nifti`],
+//!   [`read_seg_labels`], all producing a [`Volume`] (voxel grid + voxel-to-RAS affine).
+//! * [`orientation`]: RAS+ reorientation and the radiological slice conventions.
+//! * [`Intensity`], [`LabelMapping`], [`SliceFilter`], [`Fit`], [`SplitRatios`]: the knobs.
+//! * [`Dataset`] + [`LoaderOptions`] → [`Batches`] of [`Batch`] (plain `Vec<f32>`/`Vec<u8>` +
+//!   shapes), decoded ahead on a background thread.
+//! * [`synthetic`]: a CT-like phantom and a small NIfTI writer for tests, demos and benchmarks.
+//! * [`DataError`]: every failure names the file (or option) and the problem.
+
+pub mod dataset;
+pub mod dicom_seg;
+pub mod dicom_series;
+pub mod error;
+pub mod intensity;
+pub mod labels;
+pub mod loaded;
+pub mod loader;
+pub mod nifti_volume;
+pub mod orientation;
+pub mod prepare;
+pub mod resize;
+pub mod split;
+pub mod synthetic;
+pub mod tissue;
+pub mod volume;
+
+pub use dataset::{Dataset, DatasetOptions, Item, Sample};
+pub use dicom_seg::read_seg_labels;
+pub use dicom_series::{
+    read_dicom, read_dicom_pixels, read_dicom_series, scan_dicom, DicomPixels, DicomScan,
+    DicomSeriesInfo,
+};
+pub use error::{DataError, Result};
+pub use intensity::{CtPreset, Intensity};
+pub use labels::{LabelMapping, SliceFilter};
+pub use loaded::LoadedVolume;
+pub use loader::{Augment, Batch, Batches, LoaderOptions};
+pub use nifti_volume::{read_nifti, read_nifti_geometry};
+pub use orientation::{reorient_to_ras, SliceAxis};
+pub use prepare::{
+    prepare, read_manifest, DatasetInfo, InputSpec, ManifestRow, PrepareOptions, PrepareSummary,
+    Progress, VolumeSummary,
+};
+pub use resize::{resize_bilinear, resize_nearest, Fit};
+pub use split::{Split, SplitRatios};
+pub use tissue::brain_tissue_labels;
+pub use volume::{Affine, Volume};
