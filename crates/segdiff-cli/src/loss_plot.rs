@@ -18,15 +18,26 @@ fn register_font() {
 /// Reads `step,epoch,loss,...` rows and plots the loss (raw, and a moving average) against the
 /// step, log-scaled, into `out`.
 pub fn write_loss_curve(log_csv: &Path, out: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(log_csv).with_context(|| format!("reading {}", log_csv.display()))?;
+    let text = std::fs::read_to_string(log_csv)
+        .with_context(|| format!("reading {}", log_csv.display()))?;
     let mut points: Vec<(f64, f64)> = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let mut f = line.split(',');
         let (Some(step), Some(_), Some(loss)) = (f.next(), f.next(), f.next()) else {
-            bail!("{}: line {}: expected step,epoch,loss,…", log_csv.display(), i + 1);
+            bail!(
+                "{}: line {}: expected step,epoch,loss,…",
+                log_csv.display(),
+                i + 1
+            );
         };
-        let step: f64 = step.trim().parse().with_context(|| format!("{}: line {}", log_csv.display(), i + 1))?;
-        let loss: f64 = loss.trim().parse().with_context(|| format!("{}: line {}", log_csv.display(), i + 1))?;
+        let step: f64 = step
+            .trim()
+            .parse()
+            .with_context(|| format!("{}: line {}", log_csv.display(), i + 1))?;
+        let loss: f64 = loss
+            .trim()
+            .parse()
+            .with_context(|| format!("{}: line {}", log_csv.display(), i + 1))?;
         if loss.is_finite() && loss > 0.0 {
             points.push((step, loss));
         }
@@ -44,9 +55,11 @@ pub fn write_loss_curve(log_csv: &Path, out: &Path) -> Result<()> {
             (s, mean)
         })
         .collect();
-    let (x_max, y_min, y_max) = points.iter().fold((1.0f64, f64::MAX, f64::MIN), |(x, lo, hi), &(s, l)| {
-        (x.max(s), lo.min(l), hi.max(l))
-    });
+    let (x_max, y_min, y_max) = points
+        .iter()
+        .fold((1.0f64, f64::MAX, f64::MIN), |(x, lo, hi), &(s, l)| {
+            (x.max(s), lo.min(l), hi.max(l))
+        });
     register_font();
     let tmp = segdiff_unet::temp_sibling(out);
     let tmp_png = tmp.with_extension("png");
@@ -68,7 +81,10 @@ pub fn write_loss_curve(log_csv: &Path, out: &Path) -> Result<()> {
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), RGBColor(170, 190, 230)))
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                RGBColor(170, 190, 230),
+            ))
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .label("per step")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(170, 190, 230)));
@@ -84,7 +100,8 @@ pub fn write_loss_curve(log_csv: &Path, out: &Path) -> Result<()> {
             .label_font(("sans-serif", 14))
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
     }
     std::fs::rename(&tmp_png, out).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
@@ -96,7 +113,9 @@ mod tests {
     fn plots_a_log_and_rejects_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("train_log.csv");
-        let rows: String = (1..=200).map(|s| format!("{s},0,{},1e-4,0.5\n", 1.0 / (s as f64).sqrt())).collect();
+        let rows: String = (1..=200)
+            .map(|s| format!("{s},0,{},1e-4,0.5\n", 1.0 / (s as f64).sqrt()))
+            .collect();
         std::fs::write(&log, format!("step,epoch,loss,lr,grad_norm\n{rows}")).unwrap();
         let png = dir.path().join("loss.png");
         super::write_loss_curve(&log, &png).unwrap();

@@ -31,7 +31,9 @@ pub fn class_colors(num_classes: usize, configured: Option<&[[u8; 3]]>) -> Vec<[
         [255, 250, 200],
         [128, 0, 0],
     ];
-    (0..num_classes).map(|i| PALETTE[i % PALETTE.len()]).collect()
+    (0..num_classes)
+        .map(|i| PALETTE[i % PALETTE.len()])
+        .collect()
 }
 
 /// A class-id mask in its colours.
@@ -43,7 +45,14 @@ pub fn mask_to_rgb(mask: &[u8], h: usize, w: usize, colors: &[[u8; 3]]) -> RgbIm
 }
 
 /// The mask blended over a greyscale image (background left as the image).
-pub fn overlay(grey01: &[f32], mask: &[u8], h: usize, w: usize, colors: &[[u8; 3]], alpha: f32) -> RgbImage {
+pub fn overlay(
+    grey01: &[f32],
+    mask: &[u8],
+    h: usize,
+    w: usize,
+    colors: &[[u8; 3]],
+    alpha: f32,
+) -> RgbImage {
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let i = y as usize * w + x as usize;
         let g = grey01[i].clamp(0.0, 1.0) * 255.0;
@@ -53,7 +62,9 @@ pub fn overlay(grey01: &[f32], mask: &[u8], h: usize, w: usize, colors: &[[u8; 3
             return Rgb([v, v, v]);
         }
         let c = colors.get(k).copied().unwrap_or([255, 255, 255]);
-        Rgb(std::array::from_fn(|j| ((1.0 - alpha) * g + alpha * c[j] as f32).round() as u8))
+        Rgb(std::array::from_fn(|j| {
+            ((1.0 - alpha) * g + alpha * c[j] as f32).round() as u8
+        }))
     })
 }
 
@@ -73,7 +84,12 @@ pub fn grid(tiles: &[RgbImage], cols: usize) -> RgbImage {
     );
     for (i, t) in tiles.iter().enumerate() {
         let (r, c) = ((i / cols) as u32, (i % cols) as u32);
-        image::imageops::replace(&mut out, t, (c * (tw + gap)) as i64, (r * (th + gap)) as i64);
+        image::imageops::replace(
+            &mut out,
+            t,
+            (c * (tw + gap)) as i64,
+            (r * (th + gap)) as i64,
+        );
     }
     out
 }
@@ -84,7 +100,8 @@ pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     segdiff_unet::write_atomic(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png).map_err(std::io::Error::other)
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
     })
     .with_context(|| format!("writing {}", path.display()))
 }
@@ -95,7 +112,8 @@ pub fn save_grey_png(path: &Path, grey01: &[f32], h: usize, w: usize) -> Result<
         image::Luma([(grey01[y as usize * w + x as usize].clamp(0.0, 1.0) * 255.0).round() as u8])
     });
     segdiff_unet::write_atomic(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png).map_err(std::io::Error::other)
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
     })
     .with_context(|| format!("writing {}", path.display()))
 }
@@ -104,7 +122,9 @@ pub fn save_grey_png(path: &Path, grey01: &[f32], h: usize, w: usize) -> Result<
 pub fn save_rgb_png(path: &Path, chw01: &[f32], h: usize, w: usize) -> Result<()> {
     let img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let i = y as usize * w + x as usize;
-        Rgb(std::array::from_fn(|c| (chw01[c * h * w + i].clamp(0.0, 1.0) * 255.0).round() as u8))
+        Rgb(std::array::from_fn(|c| {
+            (chw01[c * h * w + i].clamp(0.0, 1.0) * 255.0).round() as u8
+        }))
     });
     save_png(path, &img)
 }

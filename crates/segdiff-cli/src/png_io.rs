@@ -29,7 +29,11 @@ pub fn read_mask(path: &Path) -> Result<MaskPng> {
             other.color()
         ),
     };
-    Ok(MaskPng { ids, height: h, width: w })
+    Ok(MaskPng {
+        ids,
+        height: h,
+        width: w,
+    })
 }
 
 /// Reads an image PNG scaled to [-1, 1] as torchvision's `ToTensor` + `Normalize(0.5, 0.5)`:
@@ -44,8 +48,14 @@ pub fn read_image(path: &Path, channels: usize) -> Result<(Vec<f32>, usize, usiz
     let (w, h) = (img.width() as usize, img.height() as usize);
     let scale = |v: f32, max: f32| (v / max - 0.5) / 0.5;
     let values = match (channels, &img) {
-        (1, image::DynamicImage::ImageLuma16(g)) => g.pixels().map(|p| scale(p.0[0] as f32, 65535.0)).collect(),
-        (1, _) => img.to_luma8().pixels().map(|p| scale(p.0[0] as f32, 255.0)).collect(),
+        (1, image::DynamicImage::ImageLuma16(g)) => {
+            g.pixels().map(|p| scale(p.0[0] as f32, 65535.0)).collect()
+        }
+        (1, _) => img
+            .to_luma8()
+            .pixels()
+            .map(|p| scale(p.0[0] as f32, 255.0))
+            .collect(),
         (3, _) => {
             let rgb = img.to_rgb8();
             let mut out = vec![0f32; 3 * h * w];
@@ -56,7 +66,10 @@ pub fn read_image(path: &Path, channels: usize) -> Result<(Vec<f32>, usize, usiz
             }
             out
         }
-        _ => bail!("{}: {channels} image channels are not supported (1 or 3)", path.display()),
+        _ => bail!(
+            "{}: {channels} image channels are not supported (1 or 3)",
+            path.display()
+        ),
     };
     Ok((values, h, w))
 }

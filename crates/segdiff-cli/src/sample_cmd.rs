@@ -80,9 +80,17 @@ pub struct SampleArgs {
 
 /// Parses `I/N` (1-based).
 pub fn parse_shard(s: &str) -> Result<Shard> {
-    let (i, n) = s.split_once('/').with_context(|| format!("--shard {s}: expected I/N, e.g. 1/4"))?;
-    let i: usize = i.trim().parse().with_context(|| format!("--shard {s}: I is not a number"))?;
-    let n: usize = n.trim().parse().with_context(|| format!("--shard {s}: N is not a number"))?;
+    let (i, n) = s
+        .split_once('/')
+        .with_context(|| format!("--shard {s}: expected I/N, e.g. 1/4"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .with_context(|| format!("--shard {s}: I is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .with_context(|| format!("--shard {s}: N is not a number"))?;
     if n == 0 || i == 0 || i > n {
         bail!("--shard {s}: need 1 ≤ I ≤ N");
     }
@@ -146,17 +154,32 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
         if args.masks.is_some() {
             bail!("this model is unconditional: drop --masks and pass --count N");
         }
-        let count = args.count.context("this model is unconditional: pass --count N")?;
-        let size = model.unet.config.sample_size.context("the model's config has no sample_size")?;
+        let count = args
+            .count
+            .context("this model is unconditional: pass --count N")?;
+        let size = model
+            .unet
+            .config
+            .sample_size
+            .context("the model's config has no sample_size")?;
         (h, w) = (size, size);
         names = (0..count).map(|i| format!("{i:04}.png")).collect();
-        SampleInput::Unconditional { count, height: h, width: w }
+        SampleInput::Unconditional {
+            count,
+            height: h,
+            width: w,
+        }
     };
 
     let init_noise = match &args.init_noise {
         Some(p) => {
-            let t = candle_core::safetensors::load(p, &rt.device).with_context(|| format!("reading {}", p.display()))?;
-            Some(t.get("x_T").cloned().with_context(|| format!("{}: no tensor named x_T", p.display()))?)
+            let t = candle_core::safetensors::load(p, &rt.device)
+                .with_context(|| format!("reading {}", p.display()))?;
+            Some(
+                t.get("x_T")
+                    .cloned()
+                    .with_context(|| format!("{}: no tensor named x_T", p.display()))?,
+            )
         }
         None => None,
     };
@@ -191,7 +214,8 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
     .context("sampling")?;
     bar.finish_and_clear();
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let (c, hh, ww) = (meta.image_channels, h, w);
     let px = out.images01.flatten_all()?.to_vec1::<f32>()?;
     let num_classes = meta.num_classes.unwrap_or(256);
@@ -199,11 +223,18 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
     let mut tiles = Vec::new();
     for (row, (&g, &m)) in out.image_indices.iter().zip(&out.mask_indices).enumerate() {
         let img = &px[row * c * hh * ww..(row + 1) * c * hh * ww];
-        let name = output_name(&names[m], g % args.samples_per_mask.max(1), args.samples_per_mask, meta.segmentation_guided);
+        let name = output_name(
+            &names[m],
+            g % args.samples_per_mask.max(1),
+            args.samples_per_mask,
+            meta.segmentation_guided,
+        );
         let grey: Vec<f32> = if c == 1 {
             img.to_vec()
         } else {
-            (0..hh * ww).map(|i| (img[i] + img[hh * ww + i] + img[2 * hh * ww + i]) / 3.0).collect()
+            (0..hh * ww)
+                .map(|i| (img[i] + img[hh * ww + i] + img[2 * hh * ww + i]) / 3.0)
+                .collect()
         };
         if c == 1 {
             pictures::save_grey_png(&args.out.join(&name), img, hh, ww)?;
@@ -215,7 +246,14 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
                 let m8: Vec<u8> = mask.iter().map(|&v| v.min(255) as u8).collect();
                 tiles.push(pictures::mask_to_rgb(&m8, hh, ww, &colors));
             }
-            tiles.push(pictures::overlay(&grey, &vec![0u8; hh * ww], hh, ww, &colors, 0.0));
+            tiles.push(pictures::overlay(
+                &grey,
+                &vec![0u8; hh * ww],
+                hh,
+                ww,
+                &colors,
+                0.0,
+            ));
         }
     }
     let sharded = options.shard.is_some();
@@ -226,23 +264,34 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
         .unwrap_or_default();
     if !tiles.is_empty() {
         let cols = if meta.segmentation_guided { 2 } else { 1 } * 4;
-        pictures::save_png(&args.out.join(format!("grid{suffix}.png")), &pictures::grid(&tiles, cols))?;
+        pictures::save_png(
+            &args.out.join(format!("grid{suffix}.png")),
+            &pictures::grid(&tiles, cols),
+        )?;
     }
     let st_path = args.out.join(format!("samples{suffix}.safetensors"));
     let mut tensors = HashMap::from([("images01".to_string(), out.images01.clone())]);
     if sharded {
         let idx: Vec<i64> = out.image_indices.iter().map(|&i| i as i64).collect();
         let n = idx.len();
-        tensors.insert("image_indices".into(), Tensor::from_vec(idx, n, &Device::Cpu)?);
+        tensors.insert(
+            "image_indices".into(),
+            Tensor::from_vec(idx, n, &Device::Cpu)?,
+        );
     }
-    segdiff_unet::write_atomic(&st_path, |tmp| candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other))
-        .with_context(|| format!("writing {}", st_path.display()))?;
+    segdiff_unet::write_atomic(&st_path, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("writing {}", st_path.display()))?;
     println!(
         "wrote {} image(s) of {} to {} ({}, {}{})",
         out.image_indices.len(),
         out.total_images,
         args.out.display(),
-        st_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        st_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         format_args!("grid{suffix}.png"),
         if sharded { ", sharded" } else { "" }
     );
@@ -250,13 +299,19 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `condon_<mask>` for guided samples (the official code's naming), with `_s<k>` before the
 /// extension when several samples are drawn per mask.
 fn output_name(mask_name: &str, k: usize, per_mask: usize, guided: bool) -> String {
-    let base = if guided { format!("condon_{mask_name}") } else { mask_name.to_string() };
+    let base = if guided {
+        format!("condon_{mask_name}")
+    } else {
+        mask_name.to_string()
+    };
     if per_mask <= 1 {
         return base;
     }
@@ -266,18 +321,35 @@ fn output_name(mask_name: &str, k: usize, per_mask: usize, guided: bool) -> Stri
     }
 }
 
-fn read_real_images(real: &Path, names: &[String], channels: usize, h: usize, w: usize) -> Result<Tensor> {
+fn read_real_images(
+    real: &Path,
+    names: &[String],
+    channels: usize,
+    h: usize,
+    w: usize,
+) -> Result<Tensor> {
     let mut values = Vec::with_capacity(names.len() * channels * h * w);
     for name in names {
-        let path = if real.is_file() { real.to_path_buf() } else { real.join(name) };
+        let path = if real.is_file() {
+            real.to_path_buf()
+        } else {
+            real.join(name)
+        };
         if !path.is_file() {
             bail!("--real: no image {} for mask {name}", path.display());
         }
         let (v, ih, iw) = read_image(&path, channels)?;
         if (ih, iw) != (h, w) {
-            bail!("{}: {ih}×{iw} differs from the masks' {h}×{w}", path.display());
+            bail!(
+                "{}: {ih}×{iw} differs from the masks' {h}×{w}",
+                path.display()
+            );
         }
         values.extend(v);
     }
-    Ok(Tensor::from_vec(values, (names.len(), channels, h, w), &Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        values,
+        (names.len(), channels, h, w),
+        &Device::Cpu,
+    )?)
 }

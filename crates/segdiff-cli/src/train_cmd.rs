@@ -161,20 +161,42 @@ impl TrainData for DatasetSource {
 }
 
 /// The paper's UNet layout with the requested widths (attention at the second-to-last level).
-pub fn unet_config(args: &TrainArgs, size: usize, in_channels: usize, out_channels: usize) -> Result<UNet2DConfig> {
+pub fn unet_config(
+    args: &TrainArgs,
+    size: usize,
+    in_channels: usize,
+    out_channels: usize,
+) -> Result<UNet2DConfig> {
     let n = args.channels.len();
     if n < 2 {
-        bail!("--channels needs at least two levels, got {:?}", args.channels);
+        bail!(
+            "--channels needs at least two levels, got {:?}",
+            args.channels
+        );
     }
     let attn = args.attention_level.unwrap_or(n - 2);
     if attn >= n {
         bail!("--attention-level {attn} is beyond the {n} levels of --channels");
     }
     let down = (0..n)
-        .map(|i| if i == attn { "AttnDownBlock2D" } else { "DownBlock2D" }.to_string())
+        .map(|i| {
+            if i == attn {
+                "AttnDownBlock2D"
+            } else {
+                "DownBlock2D"
+            }
+            .to_string()
+        })
         .collect();
     let up = (0..n)
-        .map(|i| if n - 1 - i == attn { "AttnUpBlock2D" } else { "UpBlock2D" }.to_string())
+        .map(|i| {
+            if n - 1 - i == attn {
+                "AttnUpBlock2D"
+            } else {
+                "UpBlock2D"
+            }
+            .to_string()
+        })
         .collect();
     let cfg = UNet2DConfig {
         sample_size: Some(size),
@@ -189,7 +211,7 @@ pub fn unet_config(args: &TrainArgs, size: usize, in_channels: usize, out_channe
     };
     cfg.validate().context("the requested UNet")?;
     let factor = 1usize << (n - 1);
-    if size % factor != 0 {
+    if !size.is_multiple_of(factor) {
         bail!("--size {size} must be divisible by {factor} for {n} UNet levels");
     }
     Ok(cfg)
@@ -209,12 +231,22 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
     let train = Dataset::open(&args.data, Split::Train, &opts)
         .with_context(|| format!("opening the training split of {}", args.data.display()))?;
     if train.is_empty() {
-        bail!("{}: the training split holds no images", args.data.display());
+        bail!(
+            "{}: the training split holds no images",
+            args.data.display()
+        );
     }
-    let first = train.load(0).with_context(|| format!("reading {}", train.items()[0].image.display()))?;
+    let first = train
+        .load(0)
+        .with_context(|| format!("reading {}", train.items()[0].image.display()))?;
     let size = first.height;
     if first.width != size {
-        bail!("{}: images are {}×{}; training needs square images (use --size)", first.name, first.height, first.width);
+        bail!(
+            "{}: images are {}×{}; training needs square images (use --size)",
+            first.name,
+            first.height,
+            first.width
+        );
     }
     let info = read_dataset_info(&args.data);
     let num_classes = args
@@ -222,15 +254,25 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         .or(train.num_classes())
         .or(info.as_ref().map(|i| i.num_classes));
     if guided && num_classes.is_none() {
-        bail!("{}: no dataset.json with num_classes; pass --num-classes", args.data.display());
+        bail!(
+            "{}: no dataset.json with num_classes; pass --num-classes",
+            args.data.display()
+        );
     }
     let class_names = if args.class_names.is_empty() {
-        info.as_ref().map(|i| i.class_names.clone()).unwrap_or_default()
+        info.as_ref()
+            .map(|i| i.class_names.clone())
+            .unwrap_or_default()
     } else {
         args.class_names.clone()
     };
-    let encoding = segdiff_diffusion::MaskEncoding::parse(&args.mask_encoding)
-        .with_context(|| format!("--mask-encoding {}: expected single or onehot", args.mask_encoding))?;
+    let encoding =
+        segdiff_diffusion::MaskEncoding::parse(&args.mask_encoding).with_context(|| {
+            format!(
+                "--mask-encoding {}: expected single or onehot",
+                args.mask_encoding
+            )
+        })?;
     let meta = ConditioningMeta {
         segmentation_guided: guided,
         mask_encoding: encoding.as_str().to_string(),
@@ -262,12 +304,21 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
     };
     let scheduler = SchedulerConfig::Ddpm(DdpmConfig::default());
     let mut trainer = if args.resume {
-        let (step, ckpt) = list_checkpoints(&args.out)?
-            .pop()
-            .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", args.out.display()))?;
+        let (step, ckpt) = list_checkpoints(&args.out)?.pop().with_context(|| {
+            format!(
+                "--resume: no checkpoint in {}/checkpoints",
+                args.out.display()
+            )
+        })?;
         eprintln!("resuming from {} (step {step})", ckpt.display());
-        let mut t = Trainer::resume(&ckpt, unet.clone(), meta.clone(), scheduler.clone(), &rt.device)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        let mut t = Trainer::resume(
+            &ckpt,
+            unet.clone(),
+            meta.clone(),
+            scheduler.clone(),
+            &rt.device,
+        )
+        .with_context(|| format!("resuming from {}", ckpt.display()))?;
         t.set_total_steps(total);
         t
     } else {
@@ -279,7 +330,8 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         }
         Trainer::new(unet.clone(), meta.clone(), scheduler, options, &rt.device)?
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let params = segdiff_unet::parameter_count(&unet)?;
     eprintln!(
         "training {} model: {} images of {size}², {:.2} M parameters, {total} steps ({steps_per_epoch} per epoch), seed {}",
@@ -307,13 +359,20 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
     bar.set_position(trainer.step() as u64);
     let started = Instant::now();
     let mut failure: Option<anyhow::Error> = None;
-    let source = DatasetSource { data: train, guided };
+    let source = DatasetSource {
+        data: train,
+        guided,
+    };
     let previews = args.out.join("previews");
     let result = trainer.train(&source, &args.out, None, &mut |event| match event {
         TrainEvent::Step { log: s, model } => {
             bar.set_position(s.step as u64);
             bar.set_message(format!("loss {:.4} lr {:.2e}", s.loss, s.lr));
-            if let Err(e) = writeln!(log, "{},{},{:.6},{:.6e},{:.4}", s.step, s.epoch, s.loss, s.lr, s.grad_norm) {
+            if let Err(e) = writeln!(
+                log,
+                "{},{},{:.6},{:.6e},{:.4}",
+                s.step, s.epoch, s.loss, s.lr, s.grad_norm
+            ) {
                 failure.get_or_insert(e.into());
             }
             if let Some(p) = &preview {
@@ -336,8 +395,14 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         return Err(e.context(format!("writing {}", log_path.display())));
     }
     // Export the final model at the root of --out.
-    segdiff_diffusion::save_model_dir(&args.out, &unet, &trainer.export_weights(), &trainer.scheduler, &meta)
-        .with_context(|| format!("writing the model to {}", args.out.display()))?;
+    segdiff_diffusion::save_model_dir(
+        &args.out,
+        &unet,
+        &trainer.export_weights(),
+        &trainer.scheduler,
+        &meta,
+    )
+    .with_context(|| format!("writing the model to {}", args.out.display()))?;
     crate::loss_plot::write_loss_curve(&log_path, &args.out.join("loss.png"))?;
     eprintln!(
         "done in {:.1} min: model in {}, loss log {}, loss curve {}",
@@ -373,7 +438,12 @@ struct Preview {
 }
 
 impl Preview {
-    fn new(args: &TrainArgs, opts: &DatasetOptions, meta: &ConditioningMeta, device: &Device) -> Result<Self> {
+    fn new(
+        args: &TrainArgs,
+        opts: &DatasetOptions,
+        meta: &ConditioningMeta,
+        device: &Device,
+    ) -> Result<Self> {
         let val = Dataset::open(&args.data, Split::Val, opts)
             .or_else(|_| Dataset::open(&args.data, Split::Train, opts))
             .context("opening masks for previews")?;
@@ -401,10 +471,19 @@ impl Preview {
         let num_classes = self.meta.num_classes.unwrap_or(2);
         let cond = segdiff_diffusion::encode_mask(&masks, num_classes, self.meta.encoding()?)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let x_t = segdiff_diffusion::random::randn(&mut rng, (n, self.meta.image_channels, s, s), DType::F32, &Device::Cpu)?;
+        let x_t = segdiff_diffusion::random::randn(
+            &mut rng,
+            (n, self.meta.image_channels, s, s),
+            DType::F32,
+            &Device::Cpu,
+        )?;
         let mut sched = SchedulerConfig::Ddim(Default::default()).build()?;
         let dev = &self.device;
-        let mut eps = |inp: &Tensor, t: usize| model.forward(&inp.to_device(dev)?, &Tensor::new(t as i64, dev)?)?.to_device(&Device::Cpu);
+        let mut eps = |inp: &Tensor, t: usize| {
+            model
+                .forward(&inp.to_device(dev)?, &Tensor::new(t as i64, dev)?)?
+                .to_device(&Device::Cpu)
+        };
         let out = segdiff_diffusion::guided_sample(
             sched.as_mut(),
             &mut eps,
@@ -417,7 +496,11 @@ impl Preview {
             },
             None,
         )?;
-        let px = out.image01.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let px = out
+            .image01
+            .narrow(1, 0, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let colors = crate::pictures::class_colors(num_classes, self.meta.class_colors.as_deref());
         let mut tiles = Vec::new();
         for (i, m) in self.masks.iter().enumerate() {
