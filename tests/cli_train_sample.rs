@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 use candle_core::Device;
 
 fn segdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segdiff")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_segdiff"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn ok(out: &Output) {
@@ -23,7 +26,9 @@ fn ok(out: &Output) {
 fn write_dataset(root: &Path) {
     let mut seed = 12345u64;
     let mut next = |m: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 33) % m
     };
     for (split, n) in [("train", 8), ("val", 2), ("test", 3)] {
@@ -41,20 +46,47 @@ fn write_dataset(root: &Path) {
                     }
                 }
             }
-            let img = image::GrayImage::from_fn(16, 16, |x, y| image::Luma([[20u8, 128, 230][mask.get_pixel(x, y).0[0] as usize]]));
+            let img = image::GrayImage::from_fn(16, 16, |x, y| {
+                image::Luma([[20u8, 128, 230][mask.get_pixel(x, y).0[0] as usize]])
+            });
             let name = format!("{split}_{i}.png");
             img.save(img_dir.join(&name)).unwrap();
             mask.save(mask_dir.join(&name)).unwrap();
         }
     }
-    std::fs::write(root.join("dataset.json"), r#"{"num_classes": 3, "class_names": ["background", "a", "b"]}"#).unwrap();
+    std::fs::write(
+        root.join("dataset.json"),
+        r#"{"num_classes": 3, "class_names": ["background", "a", "b"]}"#,
+    )
+    .unwrap();
 }
 
 fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", data, "--out", out, "--channels", "8,16", "--norm-groups", "4",
-        "--layers-per-block", "1", "--batch-size", "4", "--steps", steps, "--warmup-steps", "1",
-        "--checkpoint-every", "2", "--preview-every", "2", "--seed", "3", "--ablation",
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--channels",
+        "8,16",
+        "--norm-groups",
+        "4",
+        "--layers-per-block",
+        "1",
+        "--batch-size",
+        "4",
+        "--steps",
+        steps,
+        "--warmup-steps",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--preview-every",
+        "2",
+        "--seed",
+        "3",
+        "--ablation",
     ]
 }
 
@@ -67,12 +99,22 @@ fn train_resume_sample_and_shards() {
     let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
 
     ok(&segdiff(&train_args(d, m, "4")));
-    for f in ["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
-        "model_index.json", "segdiff.json", "checkpoints/step-0000004/training_state.json", "loss.png",
-        "previews/step-0000002.png", "previews/step-0000004.png"] {
+    for f in [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        "model_index.json",
+        "segdiff.json",
+        "checkpoints/step-0000004/training_state.json",
+        "loss.png",
+        "previews/step-0000002.png",
+        "previews/step-0000004.png",
+    ] {
         assert!(model.join(f).is_file(), "missing {f}");
     }
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("segdiff.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("segdiff.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["num_classes"], 3);
     assert_eq!(meta["ablation_trained"], true);
     assert_eq!(meta["class_names"][2], "b");
@@ -85,14 +127,32 @@ fn train_resume_sample_and_shards() {
     resume.push("--resume");
     ok(&segdiff(&resume));
     let log = std::fs::read_to_string(model.join("train_log.csv")).unwrap();
-    let steps: Vec<&str> = log.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let steps: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(steps, ["1", "2", "3", "4", "5", "6"]);
 
     let masks = data.join("mask/all/test");
     let full = tmp.path().join("full");
-    ok(&segdiff(&["sample", "--model", m, "--masks", masks.to_str().unwrap(), "--out", full.to_str().unwrap(),
-        "--steps", "4", "--batch-size", "1", "--seed", "9"]));
-    let st = candle_core::safetensors::load(full.join("samples.safetensors"), &Device::Cpu).unwrap();
+    ok(&segdiff(&[
+        "sample",
+        "--model",
+        m,
+        "--masks",
+        masks.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--batch-size",
+        "1",
+        "--seed",
+        "9",
+    ]));
+    let st =
+        candle_core::safetensors::load(full.join("samples.safetensors"), &Device::Cpu).unwrap();
     let images = &st["images01"];
     assert_eq!(images.dims(), [3, 1, 16, 16]);
     let v = images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -102,35 +162,103 @@ fn train_resume_sample_and_shards() {
     // Two shards write exactly the full run's files.
     let sharded = tmp.path().join("sharded");
     for s in ["1/2", "2/2"] {
-        ok(&segdiff(&["sample", "--model", m, "--masks", masks.to_str().unwrap(), "--out", sharded.to_str().unwrap(),
-            "--steps", "4", "--batch-size", "1", "--seed", "9", "--shard", s]));
+        ok(&segdiff(&[
+            "sample",
+            "--model",
+            m,
+            "--masks",
+            masks.to_str().unwrap(),
+            "--out",
+            sharded.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--batch-size",
+            "1",
+            "--seed",
+            "9",
+            "--shard",
+            s,
+        ]));
     }
     for i in 0..3 {
         let name = format!("condon_test_{i}.png");
-        assert_eq!(std::fs::read(full.join(&name)).unwrap(), std::fs::read(sharded.join(&name)).unwrap(), "{name}");
+        assert_eq!(
+            std::fs::read(full.join(&name)).unwrap(),
+            std::fs::read(sharded.join(&name)).unwrap(),
+            "{name}"
+        );
     }
     let mut rows = Vec::new();
     for s in ["1-of-2", "2-of-2"] {
-        let t = candle_core::safetensors::load(sharded.join(format!("samples-shard-{s}.safetensors")), &Device::Cpu).unwrap();
+        let t = candle_core::safetensors::load(
+            sharded.join(format!("samples-shard-{s}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
         rows.extend(t["image_indices"].to_vec1::<i64>().unwrap());
-        let part = t["images01"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for (k, &g) in t["image_indices"].to_vec1::<i64>().unwrap().iter().enumerate() {
+        let part = t["images01"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (k, &g) in t["image_indices"]
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             let want = &v[g as usize * 256..(g as usize + 1) * 256];
             let got = &part[k * 256..(k + 1) * 256];
-            assert!(want.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()), "image {g} differs");
+            assert!(
+                want.iter()
+                    .zip(got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "image {g} differs"
+            );
         }
     }
     rows.sort();
     assert_eq!(rows, [0, 1, 2]);
 
     // Ablated and empty-mask sampling run; a bad class id is a clear error.
-    ok(&segdiff(&["sample", "--model", m, "--masks", masks.to_str().unwrap(), "--out", tmp.path().join("kept").to_str().unwrap(),
-        "--steps", "2", "--keep-classes", "1"]));
-    ok(&segdiff(&["sample", "--model", m, "--masks", masks.to_str().unwrap(), "--out", tmp.path().join("empty").to_str().unwrap(),
-        "--steps", "2", "--empty-mask"]));
+    ok(&segdiff(&[
+        "sample",
+        "--model",
+        m,
+        "--masks",
+        masks.to_str().unwrap(),
+        "--out",
+        tmp.path().join("kept").to_str().unwrap(),
+        "--steps",
+        "2",
+        "--keep-classes",
+        "1",
+    ]));
+    ok(&segdiff(&[
+        "sample",
+        "--model",
+        m,
+        "--masks",
+        masks.to_str().unwrap(),
+        "--out",
+        tmp.path().join("empty").to_str().unwrap(),
+        "--steps",
+        "2",
+        "--empty-mask",
+    ]));
     let bad = tmp.path().join("bad.png");
-    image::GrayImage::from_pixel(16, 16, image::Luma([7u8])).save(&bad).unwrap();
-    let out = segdiff(&["sample", "--model", m, "--masks", bad.to_str().unwrap(), "--out", tmp.path().join("x").to_str().unwrap()]);
+    image::GrayImage::from_pixel(16, 16, image::Luma([7u8]))
+        .save(&bad)
+        .unwrap();
+    let out = segdiff(&[
+        "sample",
+        "--model",
+        m,
+        "--masks",
+        bad.to_str().unwrap(),
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.png") && err.contains('7'), "{err}");

@@ -43,6 +43,9 @@ pub struct TrainArgs {
     /// Mask encoding: `single` (official: one channel, class_id/255) or `onehot` (C−1 channels).
     #[arg(long, default_value = "single")]
     pub mask_encoding: String,
+    /// What the network predicts: `epsilon` (the paper), `v_prediction` or `sample`.
+    #[arg(long, default_value = "epsilon")]
+    pub prediction_type: String,
     /// Mask-ablated training (Algorithm 1): remove each class with probability --ablation-p.
     #[arg(long)]
     pub ablation: bool,
@@ -302,7 +305,13 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         keep_checkpoints: args.keep_checkpoints,
         ..TrainOptions::default()
     };
-    let scheduler = SchedulerConfig::Ddpm(DdpmConfig::default());
+    let prediction_type = segdiff_diffusion::PredictionType::parse(&args.prediction_type).with_context(|| {
+        format!("--prediction-type {}: expected epsilon, v_prediction or sample", args.prediction_type)
+    })?;
+    let scheduler = SchedulerConfig::Ddpm(DdpmConfig {
+        prediction_type,
+        ..DdpmConfig::default()
+    });
     let mut trainer = if args.resume {
         let (step, ckpt) = list_checkpoints(&args.out)?.pop().with_context(|| {
             format!(

@@ -1,0 +1,206 @@
+//! `segdiff prepare`: DICOM series / NIfTI volumes and their label maps → the paired 2-D PNG
+//! dataset that `segdiff train` and the official code read.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use segdiff_data::{
+    brain_tissue_labels, prepare, read_nifti, Fit, InputSpec, Intensity, LabelMapping, PrepareOptions, Progress,
+    SliceAxis, SliceFilter, SplitRatios,
+};
+
+/// Turn 3-D medical volumes into a 2-D training dataset.
+///
+/// Writes `OUT/img/{train,val,test}/<name>.png` and `OUT/mask/all/{split}/<name>.png` (8-bit,
+/// class ids as pixel values), `OUT/manifest.csv` (one row per slice) and `OUT/dataset.json`.
+/// Volumes are reoriented to RAS+ and sliced in the radiological convention; the split is by
+/// volume (never by slice) and deterministic from --seed. A failed run leaves nothing behind.
+#[derive(Debug, clap::Args)]
+pub struct PrepareArgs {
+    /// Image volume: a NIfTI file (.nii/.nii.gz) or a DICOM folder/file. Repeat for more volumes.
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
+    /// Label volume for the preceding --image: NIfTI label map or DICOM SEG. Give one per --image.
+    #[arg(long = "label")]
+    pub labels_files: Vec<PathBuf>,
+    /// Instead of --label: grey- and white-matter probability maps (GM,WM NIfTI files) on the
+    /// image's grid, turned into 4 classes: 0 background (T1/255 ≤ 0.2), 1 CSF/other, 2 grey
+    /// matter, 3 white matter (argmax inside the brain). For the MNI ICBM152 template.
+    #[arg(long = "tissue-maps", value_delimiter = ',')]
+    pub tissue_maps: Vec<PathBuf>,
+    /// CSV file of `image,label` lines (instead of --image/--label).
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// `ct` or `mri`: chooses the default intensity transform and is recorded in dataset.json.
+    #[arg(long)]
+    pub modality: Option<String>,
+    /// Slicing directions: any of axial, coronal, sagittal.
+    #[arg(long, value_delimiter = ',', default_value = "axial")]
+    pub axes: Vec<String>,
+    /// CT window in HU, `LO,HI` (the AMOS work used -256,256), or a preset: abdomen, lung, bone, brain.
+    #[arg(long, allow_hyphen_values = true)]
+    pub ct_window: Option<String>,
+    /// MRI percentile clipping over the whole volume, `LO,HI`.
+    #[arg(long, default_value = "1,99")]
+    pub mri_percentiles: String,
+    /// Output size in pixels (square).
+    #[arg(long, default_value_t = 256)]
+    pub size: u32,
+    /// How non-square slices become square: pad (with background), crop, or stretch.
+    #[arg(long, default_value = "pad")]
+    pub fit: String,
+    /// Label values → classes, e.g. `1=liver,2=bladder` (ids in order) or `5=1:liver`. Values not
+    /// listed become background. Default: label values are class ids.
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Number of classes (with background) when --labels is not given.
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Make unlisted label values an error instead of background.
+    #[arg(long)]
+    pub strict_labels: bool,
+    /// Keep only slices with at least this many foreground classes.
+    #[arg(long, default_value_t = 0)]
+    pub min_classes: usize,
+    /// Keep only slices with at least this many foreground pixels.
+    #[arg(long, default_value_t = 0)]
+    pub min_pixels: usize,
+    /// Train/val/test percentages, by volume.
+    #[arg(long, default_value = "70,15,15")]
+    pub split: String,
+    /// Seed of the split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Volume index of 4-D NIfTI images.
+    #[arg(long, default_value_t = 0)]
+    pub volume_index: usize,
+    /// Output folder (replaced atomically when it already holds a dataset).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn intensity(args: &PrepareArgs) -> Result<Intensity> {
+    let ct = args.modality.as_deref().map(|m| m.eq_ignore_ascii_case("ct")).unwrap_or(false);
+    let spec = match &args.ct_window {
+        Some(w) if w.contains(',') => format!("window:{w}"),
+        Some(p) => format!("ct:{p}"),
+        None if ct => bail!("--modality ct needs --ct-window LO,HI or a preset (abdomen, lung, bone, brain)"),
+        None => format!("percentile:{}", args.mri_percentiles),
+    };
+    Ok(Intensity::parse(&spec)?)
+}
+
+pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
+    let mut inputs: Vec<InputSpec> = Vec::new();
+    let mut tissue_dir = None;
+    if let Some(csv) = &args.pairs {
+        if !args.images.is_empty() {
+            bail!("give either --pairs or --image/--label, not both");
+        }
+        let text = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+        let base = csv.parent().map(PathBuf::from).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || (i == 0 && line.eq_ignore_ascii_case("image,label")) {
+                continue;
+            }
+            let (img, lab) = line
+                .split_once(',')
+                .with_context(|| format!("{} line {}: expected image,label", csv.display(), i + 1))?;
+            inputs.push(InputSpec {
+                image: base.join(img.trim()),
+                label: Some(base.join(lab.trim())),
+                volume_index: args.volume_index,
+                ..InputSpec::default()
+            });
+        }
+    } else if !args.tissue_maps.is_empty() {
+        if args.tissue_maps.len() != 2 {
+            bail!("--tissue-maps takes two files, GM,WM (got {})", args.tissue_maps.len());
+        }
+        if args.images.len() != 1 || !args.labels_files.is_empty() {
+            bail!("--tissue-maps GM,WM goes with exactly one --image (the T1) and no --label");
+        }
+        let dir = tempfile::tempdir().context("creating a temporary folder for the tissue labels")?;
+        let t1 = read_nifti(&args.images[0], args.volume_index)?;
+        let gm = read_nifti(&args.tissue_maps[0], 0)?;
+        let wm = read_nifti(&args.tissue_maps[1], 0)?;
+        let labels = brain_tissue_labels(&t1, &gm, &wm)?;
+        let path = dir.path().join("tissue_labels.nii");
+        segdiff_data::synthetic::write_nifti_u8(&path, &labels)?;
+        inputs.push(InputSpec {
+            image: args.images[0].clone(),
+            label: Some(path),
+            volume_index: args.volume_index,
+            ..InputSpec::default()
+        });
+        tissue_dir = Some(dir);
+    } else {
+        if args.images.is_empty() {
+            bail!("nothing to prepare: give --image (with --label) or --pairs");
+        }
+        if !args.labels_files.is_empty() && args.labels_files.len() != args.images.len() {
+            bail!(
+                "{} --image but {} --label: give one label volume per image (or none)",
+                args.images.len(),
+                args.labels_files.len()
+            );
+        }
+        for (i, img) in args.images.iter().enumerate() {
+            inputs.push(InputSpec {
+                image: img.clone(),
+                label: args.labels_files.get(i).cloned(),
+                volume_index: args.volume_index,
+                ..InputSpec::default()
+            });
+        }
+    }
+    let labels = match (&args.labels, args.num_classes, tissue_dir.is_some()) {
+        (Some(spec), n, _) => LabelMapping::parse(spec, args.strict_labels, n)?,
+        (None, _, true) => LabelMapping::identity(
+            &segdiff_data::tissue::TISSUE_CLASSES[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )?,
+        (None, Some(n), false) => LabelMapping::identity_count(n)?,
+        (None, None, false) => bail!("say how label values map to classes: --labels 1=liver,2=… or --num-classes N"),
+    };
+    let mut axes = Vec::new();
+    for a in &args.axes {
+        axes.push(SliceAxis::parse(a).with_context(|| format!("--axes {a}: expected axial, coronal or sagittal"))?);
+    }
+    let mut opts = PrepareOptions::new(inputs, &args.out, labels);
+    opts.axes = axes;
+    opts.size = args.size;
+    opts.fit = Fit::parse(&args.fit).with_context(|| format!("--fit {}: expected pad, crop or stretch", args.fit))?;
+    opts.intensity = intensity(&args)?;
+    opts.slice_filter = SliceFilter {
+        min_classes: args.min_classes,
+        min_pixels: args.min_pixels,
+    };
+    opts.ratios = SplitRatios::parse(&args.split)?;
+    opts.seed = args.seed;
+    opts.modality = args.modality.clone();
+    opts.command = command_line;
+    let bar = crate::progress::bar(0, "prepare");
+    let summary = prepare(&opts, &|p| match p {
+        Progress::Planned { slices, .. } => bar.set_length(*slices as u64),
+        Progress::Slice { done, .. } => bar.set_position(*done as u64),
+        Progress::VolumeDone { id, done, total } => bar.set_message(format!("{id} ({done}/{total} volumes)")),
+        Progress::Finishing => bar.set_message("writing"),
+    })
+    .with_context(|| format!("preparing {}", args.out.display()))?;
+    bar.finish_and_clear();
+    drop(tissue_dir);
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "wrote {} slices (train {}, val {}, test {}) from {} volume(s) to {}",
+        summary.slices.iter().sum::<usize>(),
+        summary.slices[0],
+        summary.slices[1],
+        summary.slices[2],
+        summary.volumes.len(),
+        summary.out_dir.display()
+    );
+    Ok(())
+}
