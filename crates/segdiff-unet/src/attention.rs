@@ -72,11 +72,15 @@ impl Module for SpatialAttention {
         let v = split(self.to_v.forward(&hs)?)?;
         let scale = 1.0 / (head_dim as f64).sqrt();
         let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
-        // The composed softmax keeps its gradient (softmax_last_dim has none, audit §3).
-        // diffusers upcasts the softmax to f32 (`upcast_softmax=True`).
+        // The composed softmax keeps its gradient (softmax_last_dim has none, audit §3);
+        // diffusers upcasts the softmax to f32 (`upcast_softmax=True`); f32/f64 stay as they are.
         let dtype = scores.dtype();
-        let probs =
-            candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(dtype)?;
+        let probs = match dtype {
+            DType::F16 | DType::BF16 => {
+                candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(dtype)?
+            }
+            _ => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         let out = self
             .to_out
