@@ -6,18 +6,27 @@
 //! Exit codes: 0 success, 1 the command failed (the message names the file or value at fault),
 //! 2 the command line itself was wrong.
 
+mod eval_cmd;
+mod demo_cmd;
 mod loss_plot;
 mod metrics_cmd;
 mod model_cmd;
 mod options_file;
 mod pictures;
+mod prepare_cmd;
 mod png_io;
 mod progress;
 mod runtime;
 mod sample_cmd;
+mod segmenter_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
+
+// Tensor code allocates and frees large buffers at a high rate; glibc's allocator returns them to
+// the kernel each time (mmap/munmap + page faults: over a third of the demo's time went there).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Segmentation-guided diffusion (Konz et al., MICCAI 2024) for anatomically controllable
 /// medical image generation.
@@ -35,6 +44,11 @@ enum Command {
     /// Inspect, run and convert denoiser checkpoints (diffusers `UNet2DModel` directories).
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
+    /// The tour on the bundled brain model: generation from held-out masks, ablated and empty
+    /// masks, latent interpolation, segmentation and Dice; writes demo/report.html.
+    Demo(demo_cmd::DemoArgs),
+    /// Turn DICOM/NIfTI volumes and label maps into a paired 2-D PNG dataset.
+    Prepare(prepare_cmd::PrepareArgs),
     /// Train a segmentation-guided (or unconditional) diffusion model on a prepared dataset.
     Train(train_cmd::TrainArgs),
     /// Generate images from segmentation masks (or unconditionally) with a trained model.
@@ -42,6 +56,12 @@ enum Command {
     /// Dice, HD95, PSNR/SSIM and FID between folders of images or masks.
     #[command(subcommand)]
     Metrics(metrics_cmd::MetricsCommand),
+    /// Evaluate a trained model as the paper does: mask faithfulness (Table 2), segmenters
+    /// trained on generated images (Table 1), FID, PSNR/SSIM and HD95.
+    Eval(eval_cmd::EvalArgs),
+    /// Train the MONAI UNet segmenter used for evaluation, or segment images with one.
+    #[command(subcommand)]
+    Segmenter(segmenter_cmd::SegmenterCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,15 +75,49 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(args);
     let result = runtime::Runtime::from_args(&cli.runtime).and_then(|rt| match cli.command {
         Command::Model(cmd) => model_cmd::run(cmd, &rt),
+        Command::Demo(args) => demo_cmd::run(args, &rt),
+        Command::Prepare(args) => prepare_cmd::run(args, command_line()),
         Command::Train(args) => train_cmd::run(args, &rt),
         Command::Sample(args) => sample_cmd::run(args, &rt),
         Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
+        Command::Eval(args) => eval_cmd::run(args, &rt),
+        Command::Segmenter(cmd) => segmenter_cmd::run(cmd, &rt),
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// The command line as typed, for the records datasets and reports keep.
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of every built-in preset is a real flag of its subcommand.
+    #[test]
+    fn presets_parse_for_their_subcommands() {
+        let required: [(&str, &[&str]); 3] = [
+            ("prepare", &["--image", "v.nii", "--num-classes", "2", "--out", "o"]),
+            ("train", &["--data", "d", "--out", "o"]),
+            ("sample", &["--model", "m", "--out", "o"]),
+        ];
+        for (preset, _) in options_file::PRESETS {
+            for (sub, req) in required {
+                let mut argv = vec!["segdiff".to_string(), sub.to_string(), "--preset".into(), preset.into()];
+                argv.extend(req.iter().map(|s| s.to_string()));
+                let expanded = options_file::expand(argv.iter().map(Into::into).collect()).unwrap();
+                if let Err(e) = Cli::try_parse_from(expanded) {
+                    panic!("preset {preset}, {sub}: {e}");
+                }
+            }
         }
     }
 }

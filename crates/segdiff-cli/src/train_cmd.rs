@@ -58,7 +58,8 @@ pub struct TrainArgs {
     /// UNet widths per level (the paper: 128,128,256,256,512,512).
     #[arg(long, value_delimiter = ',', default_value = "128,128,256,256,512,512")]
     pub channels: Vec<usize>,
-    /// Level (0-based) whose blocks use self-attention; default: the paper's (second to last).
+    /// Level (0-based) whose blocks use self-attention; default: the first level whose maps are
+    /// at most 16×16 (the paper's choice at 256²).
     #[arg(long)]
     pub attention_level: Option<usize>,
     /// ResNet layers per block.
@@ -177,7 +178,11 @@ pub fn unet_config(
             args.channels
         );
     }
-    let attn = args.attention_level.unwrap_or(n - 2);
+    // The paper puts attention where the maps are 16×16 (level 4 of 6 at 256²); attention on
+    // larger maps is quadratic in memory, so default to the first level at or below 16².
+    let attn = args
+        .attention_level
+        .unwrap_or_else(|| (0..n).find(|&i| size >> i <= 16).unwrap_or(n - 1));
     if attn >= n {
         bail!("--attention-level {attn} is beyond the {n} levels of --channels");
     }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while evaluating or building the segmenter.
+/// Everything that can go wrong while evaluating or building the segmenter. Variants wrapping an
+/// underlying error name what was being done and expose the cause as `source()` (print the
+/// chain, e.g. anyhow's `{:#}`, to see both).
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// Two inputs that must agree in shape do not.
@@ -56,26 +58,90 @@ pub enum EvalError {
         reason: String,
     },
     /// Reading a file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     /// A config file is not valid JSON for the expected struct.
-    #[error("parsing {path}: {source}")]
+    #[error("parsing {path}")]
     Json {
         path: PathBuf,
         source: serde_json::Error,
     },
     /// Loading a weight file failed.
-    #[error("loading weights {path}: {source}")]
+    #[error("loading weights {path}")]
     Weights {
         path: PathBuf,
         source: candle_core::Error,
     },
+    /// Writing a file or folder failed.
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A segmenter spec whose fields disagree or are unsupported.
+    #[error("{path}: {reason}")]
+    InvalidSpec { path: PathBuf, reason: String },
+    /// Segmenter training met a NaN or infinite loss. `best_so_far` holds the weights of the
+    /// best completed epoch (none when the first epoch did not complete).
+    #[error(
+        "segmenter training diverged: {} loss {value} in epoch {epoch}{}; {}",
+        if step.is_some() { "training" } else { "validation" },
+        step.map_or(String::new(), |s| format!(", step {s}")),
+        best_so_far.as_ref().map_or(
+            "no epoch completed, no weights kept".to_string(),
+            |b| format!("weights of epoch {} kept", b.best_epoch())
+        )
+    )]
+    TrainingDiverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch; `None` for the validation pass.
+        step: Option<usize>,
+        value: f64,
+        best_so_far: Option<Box<crate::segmenter_training::TrainedSegmenter>>,
+    },
+    /// Decoding or encoding a PNG failed, or it has the wrong size or pixel format.
+    #[error("{path}: {detail}")]
+    Png { path: PathBuf, detail: String },
+    /// Generated images in an output folder were made with other settings than this run's.
+    #[error(
+        "{path}: the images there were generated with {field} = {recorded}, this run asks for \
+         {requested}; use another output folder or delete that one"
+    )]
+    StaleGeneration {
+        path: PathBuf,
+        field: &'static str,
+        recorded: String,
+        requested: String,
+    },
+    /// Inputs of the evaluation that do not fit together (dataset, model, segmenter).
+    #[error("{what}: {reason}")]
+    Incompatible { what: String, reason: String },
+    /// Reading the dataset failed (the message names the file). Boxed: the other crates' errors
+    /// are large, and every `Result` of this crate would carry their size.
+    #[error(transparent)]
+    Data(Box<segdiff_data::DataError>),
+    /// Loading the diffusion model or sampling failed.
+    #[error(transparent)]
+    Diffusion(Box<segdiff_diffusion::DiffusionError>),
     /// An error from candle (tensor ops, missing weights, ...).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl From<segdiff_data::DataError> for EvalError {
+    fn from(e: segdiff_data::DataError) -> Self {
+        Self::Data(Box::new(e))
+    }
+}
+
+impl From<segdiff_diffusion::DiffusionError> for EvalError {
+    fn from(e: segdiff_diffusion::DiffusionError) -> Self {
+        Self::Diffusion(Box::new(e))
+    }
 }
 
 /// Result alias for this crate.

@@ -2,15 +2,25 @@
 //!
 //! - Mask faithfulness: a MONAI `UNet` segmenter ([`MonaiUNet`], trained with [`dice_ce_loss`])
 //!   segments generated images; its output is scored against the conditioning masks with
-//!   [`dice`] and [`hausdorff_distance`] (MONAI `DiceMetric` / `HausdorffDistanceMetric`
+//!   [`dice()`] and [`hausdorff_distance`] (MONAI `DiceMetric` / `HausdorffDistanceMetric`
 //!   semantics) on [`LabelMaps`], giving per-sample, per-class [`ClassScores`].
 //! - Image quality: [`psnr`] and [`ssim`] (scikit-image semantics), and FID
 //!   ([`frechet_distance`] on [`FeatureStats`], pytorch-fid's formula) over features such as
 //!   [`MonaiUNet::encode_features`].
+//! - The segmenter itself: [`train_segmenter`] (Dice+CE, AdamW, cosine lr, seeded) on in-memory
+//!   [`SegData`], saved as a directory ([`save_segmenter`] / [`load_segmenter`], described by a
+//!   [`SegmenterSpec`]) and used through batched [`predict`] and [`encode`].
+//! - The paper's whole evaluation of a trained model on a dataset ([`paper_eval`]): segmenter on
+//!   real images, images generated from the test and training masks, Table 2 (mask
+//!   faithfulness), Table 1 (segmenter trained on generated images), FID, PSNR/SSIM, HD95, as a
+//!   [`paper_eval::PaperEvalReport`]. It drives segdiff-diffusion's sampler and reads the
+//!   dataset through segdiff-data ([`SplitData`]); generated images and label maps go to disk
+//!   through [`png_files`].
 //!
-//! Not here: sampling images (segdiff-diffusion), data loading (segdiff-data), the training loop
-//! and CLI wiring. Errors are [`EvalError`].
+//! Not here: the sampling loop itself (segdiff-diffusion), decoding datasets (segdiff-data), the
+//! diffusion training loop, progress bars and CLI wiring. Errors are [`EvalError`].
 
+mod atomic_write;
 mod class_scores;
 pub mod dice;
 mod error;
@@ -21,7 +31,12 @@ pub mod hausdorff;
 pub mod image_quality;
 mod label_maps;
 pub mod monai_unet;
+pub mod paper_eval;
+pub mod png_files;
 pub mod seg_loss;
+pub mod segmenter;
+pub mod segmenter_training;
+pub mod split_data;
 
 pub use class_scores::ClassScores;
 pub use dice::{dice, DiceConfig};
@@ -32,3 +47,12 @@ pub use image_quality::{psnr, ssim, SsimConfig, SsimWindow};
 pub use label_maps::LabelMaps;
 pub use monai_unet::{init_weights_seeded, MonaiUNet, MonaiUNetConfig};
 pub use seg_loss::{dice_ce_loss, one_hot, DiceCeLoss, DiceCeLossConfig};
+pub use segmenter::{
+    encode, load_segmenter, predict, save_segmenter, InputNormalisation, SegmenterSpec,
+    TrainingSummary,
+};
+pub use segmenter_training::{
+    cosine_annealing_lr, train_segmenter, Augmentation, EpochRecord, SegData, SegmenterRecipe,
+    SegmenterTrainOptions, TrainEvent, TrainedSegmenter,
+};
+pub use split_data::{evenly_spaced, SplitData};
