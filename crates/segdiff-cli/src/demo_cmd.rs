@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use segdiff_data::{Dataset, DatasetOptions, Split};
-use segdiff_diffusion::sampler::{sample, LatentInterpolation, MixPoint, SampleInput, SampleOptions};
+use segdiff_diffusion::sampler::{
+    sample, LatentInterpolation, MixPoint, SampleInput, SampleOptions,
+};
 use segdiff_diffusion::{load_model_dir, SchedulerKind, SegdiffModel};
 use segdiff_eval::{dice, load_segmenter, predict, DiceConfig, LabelMaps, MonaiUNet};
 
@@ -81,7 +83,9 @@ fn load_held_out(dir: &Path, count: usize, num_classes: usize) -> Result<Held> {
     }
     // Spread the picks over the split (it is sorted by axis, then slice).
     let n = count.clamp(1, ds.len());
-    let picks: Vec<usize> = (0..n).map(|i| i * ds.len() / n + ds.len() / (2 * n)).collect();
+    let picks: Vec<usize> = (0..n)
+        .map(|i| i * ds.len() / n + ds.len() / (2 * n))
+        .collect();
     let mut names = Vec::new();
     let mut masks = Vec::new();
     let mut real = Vec::new();
@@ -113,7 +117,10 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
     let data_dir = resolve(&args.data);
     let model = load_model_dir(&model_dir, rt.dtype, &rt.device)
         .with_context(|| format!("loading the bundled model {}", model_dir.display()))?;
-    let num_classes = model.meta.num_classes.context("the demo model records no class count")?;
+    let num_classes = model
+        .meta
+        .num_classes
+        .context("the demo model records no class count")?;
     let (segmenter, _) = load_segmenter(&seg_dir, &Device::Cpu)
         .with_context(|| format!("loading the bundled segmenter {}", seg_dir.display()))?;
     let held = load_held_out(&data_dir, args.count, num_classes)?;
@@ -137,15 +144,18 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
     let total_images = n + 2 * n_small + n_small + lambdas.len();
     let bar = crate::progress::bar((total_images * args.steps) as u64, "demo");
     let mut done_before = 0usize;
-    let mut run_sampler = |input: SampleInput, opts: &SampleOptions, what: &str| -> Result<Tensor> {
-        bar.set_message(what.to_string());
-        let out = sample(&model, input, opts, &mut |p| {
-            bar.set_position(((done_before + p.images_done.saturating_sub(1)) * args.steps + p.step) as u64);
-        })
-        .with_context(|| format!("sampling ({what})"))?;
-        done_before += out.image_indices.len();
-        Ok(out.images01)
-    };
+    let mut run_sampler =
+        |input: SampleInput, opts: &SampleOptions, what: &str| -> Result<Tensor> {
+            bar.set_message(what.to_string());
+            let out = sample(&model, input, opts, &mut |p| {
+                bar.set_position(
+                    ((done_before + p.images_done.saturating_sub(1)) * args.steps + p.step) as u64,
+                );
+            })
+            .with_context(|| format!("sampling ({what})"))?;
+            done_before += out.image_indices.len();
+            Ok(out.images01)
+        };
     let mask_tensor = |masks: &[Vec<u8>]| -> Result<Tensor> {
         let flat: Vec<u8> = masks.iter().flatten().copied().collect();
         Ok(Tensor::from_vec(flat, (masks.len(), s, s), &Device::Cpu)?)
@@ -199,10 +209,17 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
     bar.finish_and_clear();
 
     // Segment what was generated and the real slices with the bundled segmenter.
-    let to_input = |images01: &Tensor| -> Result<Tensor> { Ok(((images01.to_device(&Device::Cpu)? * 2.0)? - 1.0)?) };
+    let to_input = |images01: &Tensor| -> Result<Tensor> {
+        Ok(((images01.to_device(&Device::Cpu)? * 2.0)? - 1.0)?)
+    };
     let seg_gen = segment(&segmenter, &to_input(&generated)?)?;
     let seg_real = segment(&segmenter, &held.real)?;
-    let target = LabelMaps::new(held.masks.iter().flatten().map(|&v| v as u32).collect(), n, s, s)?;
+    let target = LabelMaps::new(
+        held.masks.iter().flatten().map(|&v| v as u32).collect(),
+        n,
+        s,
+        s,
+    )?;
     let cfg = DiceConfig::new(num_classes);
     let d_gen = dice(&seg_gen, &target, &cfg)?;
     let d_real = dice(&seg_real, &target, &cfg)?;
@@ -218,12 +235,41 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
     for i in 0..n {
         let m = &held.masks[i];
         rows.push(pictures::mask_to_rgb(m, s, s, &colors));
-        rows.push(pictures::overlay(&real01[i * plane..(i + 1) * plane], m, s, s, &colors, 0.35));
-        rows.push(pictures::overlay(&real01[i * plane..(i + 1) * plane], &vec![0; plane], s, s, &colors, 0.0));
-        rows.push(pictures::overlay(&gen01[i * plane..(i + 1) * plane], &vec![0; plane], s, s, &colors, 0.0));
-        rows.push(pictures::mask_to_rgb(&seg_gen_u8[i * plane..(i + 1) * plane], s, s, &colors));
+        rows.push(pictures::overlay(
+            &real01[i * plane..(i + 1) * plane],
+            m,
+            s,
+            s,
+            &colors,
+            0.35,
+        ));
+        rows.push(pictures::overlay(
+            &real01[i * plane..(i + 1) * plane],
+            &vec![0; plane],
+            s,
+            s,
+            &colors,
+            0.0,
+        ));
+        rows.push(pictures::overlay(
+            &gen01[i * plane..(i + 1) * plane],
+            &vec![0; plane],
+            s,
+            s,
+            &colors,
+            0.0,
+        ));
+        rows.push(pictures::mask_to_rgb(
+            &seg_gen_u8[i * plane..(i + 1) * plane],
+            s,
+            s,
+            &colors,
+        ));
     }
-    pictures::save_png(&out.join("generated.png"), &upscale(&pictures::grid(&rows, 5)))?;
+    pictures::save_png(
+        &out.join("generated.png"),
+        &upscale(&pictures::grid(&rows, 5)),
+    )?;
     let mut abl = Vec::new();
     let (wm, gm, em) = (px(&keep_wm)?, px(&keep_gm)?, px(&empty)?);
     for i in 0..n_small {
@@ -231,20 +277,66 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
         let only = |k: u8| -> Vec<u8> { m.iter().map(|&v| if v == k { v } else { 0 }).collect() };
         let blank = vec![0u8; plane];
         abl.push(pictures::mask_to_rgb(&only(3), s, s, &colors));
-        abl.push(pictures::overlay(&wm[i * plane..(i + 1) * plane], &blank, s, s, &colors, 0.0));
+        abl.push(pictures::overlay(
+            &wm[i * plane..(i + 1) * plane],
+            &blank,
+            s,
+            s,
+            &colors,
+            0.0,
+        ));
         abl.push(pictures::mask_to_rgb(&only(2), s, s, &colors));
-        abl.push(pictures::overlay(&gm[i * plane..(i + 1) * plane], &blank, s, s, &colors, 0.0));
+        abl.push(pictures::overlay(
+            &gm[i * plane..(i + 1) * plane],
+            &blank,
+            s,
+            s,
+            &colors,
+            0.0,
+        ));
         abl.push(pictures::mask_to_rgb(&blank, s, s, &colors));
-        abl.push(pictures::overlay(&em[i * plane..(i + 1) * plane], &blank, s, s, &colors, 0.0));
+        abl.push(pictures::overlay(
+            &em[i * plane..(i + 1) * plane],
+            &blank,
+            s,
+            s,
+            &colors,
+            0.0,
+        ));
     }
     pictures::save_png(&out.join("ablated.png"), &upscale(&pictures::grid(&abl, 6)))?;
-    let mut strip = vec![pictures::overlay(&real01[..plane], &vec![0; plane], s, s, &colors, 0.0)];
+    let mut strip = vec![pictures::overlay(
+        &real01[..plane],
+        &vec![0; plane],
+        s,
+        s,
+        &colors,
+        0.0,
+    )];
     for t in &interp {
-        strip.push(pictures::overlay(&px(t)?, &vec![0; plane], s, s, &colors, 0.0));
+        strip.push(pictures::overlay(
+            &px(t)?,
+            &vec![0; plane],
+            s,
+            s,
+            &colors,
+            0.0,
+        ));
     }
-    pictures::save_png(&out.join("interpolation.png"), &upscale(&pictures::grid(&strip, strip.len())))?;
+    pictures::save_png(
+        &out.join("interpolation.png"),
+        &upscale(&pictures::grid(&strip, strip.len())),
+    )?;
 
-    let html = report_html(&model, &held, &d_gen, &d_real, &lambdas, &args, started.elapsed().as_secs_f64())?;
+    let html = report_html(
+        &model,
+        &held,
+        &d_gen,
+        &d_real,
+        &lambdas,
+        &args,
+        started.elapsed().as_secs_f64(),
+    )?;
     let report = out.join("report.html");
     segdiff_unet::write_atomic(&report, |tmp| std::fs::write(tmp, html.as_bytes()))
         .with_context(|| format!("writing {}", report.display()))?;
@@ -258,12 +350,21 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
 }
 
 fn segment(model: &MonaiUNet, images: &Tensor) -> Result<LabelMaps> {
-    Ok(predict(model, &images.to_dtype(DType::F32)?.to_device(&Device::Cpu)?, 8)?)
+    Ok(predict(
+        model,
+        &images.to_dtype(DType::F32)?.to_device(&Device::Cpu)?,
+        8,
+    )?)
 }
 
 /// Nearest-neighbour ×3 so 64-pixel slices are visible in a browser.
 fn upscale(img: &image::RgbImage) -> image::RgbImage {
-    image::imageops::resize(img, img.width() * 3, img.height() * 3, image::imageops::FilterType::Nearest)
+    image::imageops::resize(
+        img,
+        img.width() * 3,
+        img.height() * 3,
+        image::imageops::FilterType::Nearest,
+    )
 }
 
 fn report_html(
@@ -276,10 +377,24 @@ fn report_html(
     seconds: f64,
 ) -> Result<String> {
     let names = &model.meta.class_names;
-    let class_name = |k: u32| names.get(k as usize).cloned().unwrap_or_else(|| format!("class {k}"));
+    let class_name = |k: u32| {
+        names
+            .get(k as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class {k}"))
+    };
     let mut h = String::new();
-    let fmt = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "–".into() };
-    writeln!(h, "<!doctype html><html><head><meta charset=\"utf-8\"><title>segdiff demo</title>")?;
+    let fmt = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.3}")
+        } else {
+            "–".into()
+        }
+    };
+    writeln!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>segdiff demo</title>"
+    )?;
     writeln!(h, "<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}img{{max-width:100%;image-rendering:pixelated}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}caption{{text-align:left;font-weight:bold}}</style></head><body>")?;
     writeln!(h, "<h1>Segmentation-guided diffusion: demo</h1>")?;
     writeln!(
@@ -311,10 +426,24 @@ fn report_html(
     writeln!(h, "</table><p>Per image:</p><table><tr><th>mask</th><th>generated mean Dice</th><th>real mean Dice</th></tr>")?;
     for (i, name) in held.names.iter().enumerate() {
         let row_mean = |sc: &segdiff_eval::ClassScores| {
-            let r: Vec<f64> = sc.row(i).iter().copied().filter(|v| v.is_finite()).collect();
-            if r.is_empty() { f64::NAN } else { r.iter().sum::<f64>() / r.len() as f64 }
+            let r: Vec<f64> = sc
+                .row(i)
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            if r.is_empty() {
+                f64::NAN
+            } else {
+                r.iter().sum::<f64>() / r.len() as f64
+            }
         };
-        writeln!(h, "<tr><td style=\"text-align:left\">{name}</td><td>{}</td><td>{}</td></tr>", fmt(row_mean(d_gen)), fmt(row_mean(d_real)))?;
+        writeln!(
+            h,
+            "<tr><td style=\"text-align:left\">{name}</td><td>{}</td><td>{}</td></tr>",
+            fmt(row_mean(d_gen)),
+            fmt(row_mean(d_real))
+        )?;
     }
     writeln!(h, "</table>")?;
     writeln!(h, "<h2>2. Ablated masks and empty masks</h2><p>The model was trained with mask ablation, so classes left out of the mask are filled in by the model. Columns, in pairs: white matter only → generated | grey matter only → generated | empty mask → generated.</p><img src=\"ablated.png\">")?;

@@ -6,15 +6,15 @@
 //! Exit codes: 0 success, 1 the command failed (the message names the file or value at fault),
 //! 2 the command line itself was wrong.
 
-mod eval_cmd;
 mod demo_cmd;
+mod eval_cmd;
 mod loss_plot;
 mod metrics_cmd;
 mod model_cmd;
 mod options_file;
 mod pictures;
-mod prepare_cmd;
 mod png_io;
+mod prepare_cmd;
 mod progress;
 mod runtime;
 mod sample_cmd;
@@ -105,13 +105,21 @@ mod tests {
     #[test]
     fn presets_parse_for_their_subcommands() {
         let required: [(&str, &[&str]); 3] = [
-            ("prepare", &["--image", "v.nii", "--num-classes", "2", "--out", "o"]),
+            (
+                "prepare",
+                &["--image", "v.nii", "--num-classes", "2", "--out", "o"],
+            ),
             ("train", &["--data", "d", "--out", "o"]),
             ("sample", &["--model", "m", "--out", "o"]),
         ];
         for (preset, _) in options_file::PRESETS {
             for (sub, req) in required {
-                let mut argv = vec!["segdiff".to_string(), sub.to_string(), "--preset".into(), preset.into()];
+                let mut argv = vec![
+                    "segdiff".to_string(),
+                    sub.to_string(),
+                    "--preset".into(),
+                    preset.into(),
+                ];
                 argv.extend(req.iter().map(|s| s.to_string()));
                 let expanded = options_file::expand(argv.iter().map(Into::into).collect()).unwrap();
                 if let Err(e) = Cli::try_parse_from(expanded) {

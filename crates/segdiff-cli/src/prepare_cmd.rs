@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use segdiff_data::{
-    brain_tissue_labels, prepare, read_nifti, Fit, InputSpec, Intensity, LabelMapping, PrepareOptions, Progress,
-    SliceAxis, SliceFilter, SplitRatios,
+    brain_tissue_labels, prepare, read_nifti, Fit, InputSpec, Intensity, LabelMapping,
+    PrepareOptions, Progress, SliceAxis, SliceFilter, SplitRatios,
 };
 
 /// Turn 3-D medical volumes into a 2-D training dataset.
@@ -80,11 +80,17 @@ pub struct PrepareArgs {
 }
 
 fn intensity(args: &PrepareArgs) -> Result<Intensity> {
-    let ct = args.modality.as_deref().map(|m| m.eq_ignore_ascii_case("ct")).unwrap_or(false);
+    let ct = args
+        .modality
+        .as_deref()
+        .map(|m| m.eq_ignore_ascii_case("ct"))
+        .unwrap_or(false);
     let spec = match &args.ct_window {
         Some(w) if w.contains(',') => format!("window:{w}"),
         Some(p) => format!("ct:{p}"),
-        None if ct => bail!("--modality ct needs --ct-window LO,HI or a preset (abdomen, lung, bone, brain)"),
+        None if ct => {
+            bail!("--modality ct needs --ct-window LO,HI or a preset (abdomen, lung, bone, brain)")
+        }
         None => format!("percentile:{}", args.mri_percentiles),
     };
     Ok(Intensity::parse(&spec)?)
@@ -97,16 +103,20 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
         if !args.images.is_empty() {
             bail!("give either --pairs or --image/--label, not both");
         }
-        let text = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+        let text =
+            std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
         let base = csv.parent().map(PathBuf::from).unwrap_or_default();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || (i == 0 && line.eq_ignore_ascii_case("image,label")) {
+            if line.is_empty()
+                || line.starts_with('#')
+                || (i == 0 && line.eq_ignore_ascii_case("image,label"))
+            {
                 continue;
             }
-            let (img, lab) = line
-                .split_once(',')
-                .with_context(|| format!("{} line {}: expected image,label", csv.display(), i + 1))?;
+            let (img, lab) = line.split_once(',').with_context(|| {
+                format!("{} line {}: expected image,label", csv.display(), i + 1)
+            })?;
             inputs.push(InputSpec {
                 image: base.join(img.trim()),
                 label: Some(base.join(lab.trim())),
@@ -116,12 +126,16 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
         }
     } else if !args.tissue_maps.is_empty() {
         if args.tissue_maps.len() != 2 {
-            bail!("--tissue-maps takes two files, GM,WM (got {})", args.tissue_maps.len());
+            bail!(
+                "--tissue-maps takes two files, GM,WM (got {})",
+                args.tissue_maps.len()
+            );
         }
         if args.images.len() != 1 || !args.labels_files.is_empty() {
             bail!("--tissue-maps GM,WM goes with exactly one --image (the T1) and no --label");
         }
-        let dir = tempfile::tempdir().context("creating a temporary folder for the tissue labels")?;
+        let dir =
+            tempfile::tempdir().context("creating a temporary folder for the tissue labels")?;
         let t1 = read_nifti(&args.images[0], args.volume_index)?;
         let gm = read_nifti(&args.tissue_maps[0], 0)?;
         let wm = read_nifti(&args.tissue_maps[1], 0)?;
@@ -158,19 +172,28 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
     let labels = match (&args.labels, args.num_classes, tissue_dir.is_some()) {
         (Some(spec), n, _) => LabelMapping::parse(spec, args.strict_labels, n)?,
         (None, _, true) => LabelMapping::identity(
-            &segdiff_data::tissue::TISSUE_CLASSES[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &segdiff_data::tissue::TISSUE_CLASSES[1..]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
         )?,
         (None, Some(n), false) => LabelMapping::identity_count(n)?,
-        (None, None, false) => bail!("say how label values map to classes: --labels 1=liver,2=… or --num-classes N"),
+        (None, None, false) => {
+            bail!("say how label values map to classes: --labels 1=liver,2=… or --num-classes N")
+        }
     };
     let mut axes = Vec::new();
     for a in &args.axes {
-        axes.push(SliceAxis::parse(a).with_context(|| format!("--axes {a}: expected axial, coronal or sagittal"))?);
+        axes.push(
+            SliceAxis::parse(a)
+                .with_context(|| format!("--axes {a}: expected axial, coronal or sagittal"))?,
+        );
     }
     let mut opts = PrepareOptions::new(inputs, &args.out, labels);
     opts.axes = axes;
     opts.size = args.size;
-    opts.fit = Fit::parse(&args.fit).with_context(|| format!("--fit {}: expected pad, crop or stretch", args.fit))?;
+    opts.fit = Fit::parse(&args.fit)
+        .with_context(|| format!("--fit {}: expected pad, crop or stretch", args.fit))?;
     opts.intensity = intensity(&args)?;
     opts.slice_filter = SliceFilter {
         min_classes: args.min_classes,
@@ -184,7 +207,9 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
     let summary = prepare(&opts, &|p| match p {
         Progress::Planned { slices, .. } => bar.set_length(*slices as u64),
         Progress::Slice { done, .. } => bar.set_position(*done as u64),
-        Progress::VolumeDone { id, done, total } => bar.set_message(format!("{id} ({done}/{total} volumes)")),
+        Progress::VolumeDone { id, done, total } => {
+            bar.set_message(format!("{id} ({done}/{total} volumes)"))
+        }
         Progress::Finishing => bar.set_message("writing"),
     })
     .with_context(|| format!("preparing {}", args.out.display()))?;

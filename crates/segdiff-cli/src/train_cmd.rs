@@ -310,9 +310,13 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         keep_checkpoints: args.keep_checkpoints,
         ..TrainOptions::default()
     };
-    let prediction_type = segdiff_diffusion::PredictionType::parse(&args.prediction_type).with_context(|| {
-        format!("--prediction-type {}: expected epsilon, v_prediction or sample", args.prediction_type)
-    })?;
+    let prediction_type = segdiff_diffusion::PredictionType::parse(&args.prediction_type)
+        .with_context(|| {
+            format!(
+                "--prediction-type {}: expected epsilon, v_prediction or sample",
+                args.prediction_type
+            )
+        })?;
     let scheduler = SchedulerConfig::Ddpm(DdpmConfig {
         prediction_type,
         ..DdpmConfig::default()
@@ -342,7 +346,13 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
                 args.out.display()
             );
         }
-        Trainer::new(unet.clone(), meta.clone(), scheduler, options, &rt.device)?
+        Trainer::new(
+            unet.clone(),
+            meta.clone(),
+            scheduler.clone(),
+            options,
+            &rt.device,
+        )?
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -365,7 +375,7 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         writeln!(log, "step,epoch,loss,lr,grad_norm")?;
     }
     let preview = if args.preview_every > 0 && guided {
-        Some(Preview::new(&args, &opts, &meta, &rt.device)?)
+        Some(Preview::new(&args, &opts, &meta, &scheduler, &rt.device)?)
     } else {
         None
     };
@@ -448,6 +458,8 @@ struct Preview {
     masks: Vec<Vec<u8>>,
     size: usize,
     meta: ConditioningMeta,
+    /// DDIM built from the training noise schedule (prediction type included).
+    sampling: SchedulerConfig,
     device: Device,
 }
 
@@ -456,6 +468,7 @@ impl Preview {
         args: &TrainArgs,
         opts: &DatasetOptions,
         meta: &ConditioningMeta,
+        training: &SchedulerConfig,
         device: &Device,
     ) -> Result<Self> {
         let val = Dataset::open(&args.data, Split::Val, opts)
@@ -472,6 +485,10 @@ impl Preview {
             masks,
             size,
             meta: meta.clone(),
+            sampling: segdiff_diffusion::sampler::sampling_scheduler_config(
+                training,
+                segdiff_diffusion::SchedulerKind::Ddim,
+            ),
             device: device.clone(),
         })
     }
@@ -491,7 +508,7 @@ impl Preview {
             DType::F32,
             &Device::Cpu,
         )?;
-        let mut sched = SchedulerConfig::Ddim(Default::default()).build()?;
+        let mut sched = self.sampling.build()?;
         let dev = &self.device;
         let mut eps = |inp: &Tensor, t: usize| {
             model
