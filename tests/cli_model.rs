@@ -129,3 +129,95 @@ fn forward_errors_name_the_problem_and_write_nothing() {
         Some(2)
     );
 }
+
+#[test]
+fn convert_lays_out_an_official_checkpoint_that_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ddim-brain-32-segguided-ablated");
+    let st = unet_fixture("unet_tiny_weights.safetensors");
+    let cfg = unet_fixture("unet_tiny_config.json");
+    let o = segdiff(&[
+        "model",
+        "convert",
+        "--safetensors",
+        st.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--num-classes",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("segdiff.json")).unwrap()).unwrap();
+    assert_eq!(meta["mask_encoding"], "single");
+    assert_eq!(meta["num_classes"], 4);
+    let sched: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sched["_class_name"], "DDIMScheduler");
+    // The converted weights are the official ones, bit for bit.
+    let a = candle_core::safetensors::load(&st, &Device::Cpu).unwrap();
+    let b = candle_core::safetensors::load(
+        out.join("unet/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        let d = (v - &b[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(d, 0.0, "{k}");
+    }
+    // It samples from a mask, and rejects class ids beyond the recorded count.
+    let mask = dir.path().join("m.png");
+    image::GrayImage::from_fn(32, 32, |x, _| image::Luma([(x / 8) as u8]))
+        .save(&mask)
+        .unwrap();
+    let o = segdiff(&[
+        "sample",
+        "--model",
+        out.to_str().unwrap(),
+        "--masks",
+        mask.to_str().unwrap(),
+        "--out",
+        dir.path().join("s").to_str().unwrap(),
+        "--steps",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.path().join("s/condon_m.png").is_file());
+    // A config that does not fit the weights is an error naming both files.
+    let bad_cfg = dir.path().join("bad.json");
+    std::fs::write(
+        &bad_cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("\"in_channels\": 2", "\"in_channels\": 3"),
+    )
+    .unwrap();
+    let o = segdiff(&[
+        "model",
+        "convert",
+        "--safetensors",
+        st.to_str().unwrap(),
+        "--config",
+        bad_cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.json") && err.contains("conv_in.weight"),
+        "{err}"
+    );
+}

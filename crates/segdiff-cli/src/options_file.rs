@@ -1,4 +1,4 @@
-//! Run options from a TOML file (`--config FILE`) or a built-in preset (`--preset NAME`).
+//! Run options from a TOML file (`--options FILE`) or a built-in preset (`--preset NAME`).
 //!
 //! A file holds one table per subcommand (`[train]`, `[sample]`, `[segmenter.train]`, …) whose
 //! keys are that subcommand's long flags (`batch_size` or `batch-size`). They are turned into
@@ -17,7 +17,7 @@ pub const PRESETS: [(&str, &str); 3] = [
     ("amos", include_str!("presets/amos.toml")),
 ];
 
-/// Expands `--config FILE` and `--preset NAME` in `args` (program name first).
+/// Expands `--options FILE` and `--preset NAME` in `args` (program name first).
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>> {
     let strs: Vec<String> = args
         .iter()
@@ -29,10 +29,10 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>> {
     while i < args.len() {
         let a = strs[i].as_str();
         let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f == "--config" || f == "--preset" => (f, Some(v.to_string())),
+            Some((f, v)) if f == "--options" || f == "--preset" => (f, Some(v.to_string())),
             _ => (a, None),
         };
-        if flag == "--config" || flag == "--preset" {
+        if flag == "--options" || flag == "--preset" {
             let value = match inline {
                 Some(v) => v,
                 None => {
@@ -42,7 +42,7 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>> {
                         .with_context(|| format!("{flag} needs a value"))?
                 }
             };
-            sources.push(if flag == "--config" {
+            sources.push(if flag == "--options" {
                 load_file(Path::new(&value))?
             } else {
                 load_preset(&value)?
@@ -158,10 +158,10 @@ fn push_value(out: &mut Vec<OsString>, flag: &str, value: &toml::Value) -> Resul
 
 fn load_file(path: &Path) -> Result<(String, toml::Table)> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading --config {}", path.display()))?;
+        .with_context(|| format!("reading --options {}", path.display()))?;
     let table: toml::Table = text
         .parse()
-        .with_context(|| format!("--config {}: not valid TOML", path.display()))?;
+        .with_context(|| format!("--options {}: not valid TOML", path.display()))?;
     Ok((path.display().to_string(), table))
 }
 
@@ -200,7 +200,7 @@ mod tests {
             expand(os(&[
                 "segdiff",
                 "train",
-                "--config",
+                "--options",
                 f.to_str().unwrap(),
                 "--epochs",
                 "2",
@@ -256,7 +256,7 @@ mod tests {
                 "segdiff",
                 "segmenter",
                 "train",
-                "--config",
+                "--options",
                 f.to_str().unwrap(),
             ]))
             .unwrap(),

@@ -19,7 +19,7 @@ pub struct RuntimeArgs {
     /// Read this subcommand's options from a TOML file (a `[train]`, `[sample]`, … table whose
     /// keys are the long flags); flags on the command line win.
     #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    pub options: Option<std::path::PathBuf>,
     /// Built-in settings of the paper's datasets: `breast-mri`, `ct-organ`, or `amos`.
     #[arg(long, global = true, value_name = "NAME")]
     pub preset: Option<String>,
