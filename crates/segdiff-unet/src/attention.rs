@@ -9,7 +9,7 @@ use crate::layers::{group_norm, Linear};
 /// Self-attention over the H·W positions of a feature map with `heads` heads.
 #[derive(Debug, Clone)]
 pub struct SpatialAttention {
-    group_norm: candle_nn::GroupNorm,
+    group_norm: crate::cpu_kernels::GroupNorm,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
@@ -77,7 +77,8 @@ impl Module for SpatialAttention {
         let dtype = scores.dtype();
         let probs = match dtype {
             DType::F16 | DType::BF16 => {
-                candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(dtype)?
+                candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+                    .to_dtype(dtype)?
             }
             _ => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };

@@ -67,11 +67,14 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
-        }
+        // segdiff's CPU kernels for f32/f64 on CPU, candle's conv2d elsewhere (CUDA included).
+        crate::cpu_kernels::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+        )
     }
 }
 
@@ -112,16 +115,17 @@ impl Module for Linear {
     }
 }
 
-/// `nn.GroupNorm` with affine weights (PyTorch initialises them to 1 and 0).
+/// `nn.GroupNorm` with affine weights (PyTorch initialises them to 1 and 0), on segdiff's fused
+/// CPU kernel (candle's ops on other devices and dtypes).
 pub fn group_norm(
     groups: usize,
     channels: usize,
     eps: f64,
     vb: VarBuilder,
-) -> Result<candle_nn::GroupNorm> {
+) -> Result<crate::cpu_kernels::GroupNorm> {
     let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
     let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
-    candle_nn::GroupNorm::new(weight, bias, channels, groups, eps)
+    crate::cpu_kernels::GroupNorm::new(weight, bias, channels, groups, eps)
 }
 
 /// Nearest-neighbour ×2 upsampling written with broadcast + reshape: candle's

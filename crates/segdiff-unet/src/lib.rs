@@ -11,6 +11,7 @@ mod atomic;
 mod attention;
 mod blocks;
 mod config;
+pub mod cpu_kernels;
 mod embeddings;
 mod layers;
 mod resnet;

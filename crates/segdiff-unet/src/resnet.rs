@@ -9,10 +9,10 @@ use crate::layers::{group_norm, Conv2d, Linear};
 /// `conv_shortcut` when the width changes; the sum is divided by `output_scale_factor`.
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
-    norm1: candle_nn::GroupNorm,
+    norm1: crate::cpu_kernels::GroupNorm,
     conv1: Conv2d,
     time_emb_proj: Linear,
-    norm2: candle_nn::GroupNorm,
+    norm2: crate::cpu_kernels::GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
     output_scale_factor: f64,
@@ -57,14 +57,14 @@ impl ResnetBlock2D {
 
     /// `x`: (N, C_in, H, W); `temb`: (N, temb) before its SiLU.
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let t = self
             .time_emb_proj
             .forward(&temb.silu()?)?
             .unsqueeze(2)?
             .unsqueeze(3)?;
         let h = h.broadcast_add(&t)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),

@@ -20,7 +20,7 @@ pub struct UNet2DModel {
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: candle_nn::GroupNorm,
+    conv_norm_out: crate::cpu_kernels::GroupNorm,
     conv_out: Conv2d,
 }
 

@@ -1,0 +1,302 @@
+//! [`conv2d`] and the custom ops behind it: forward (x, w, b) and the three gradients.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Error, Layout, Result, Shape, Tensor,
+};
+
+use super::conv_geometry::ConvGeom;
+use super::{contiguous, dtype_error, gemm_conv, runs_here, Element};
+
+/// Square kernels of candle tensors the kernels support.
+fn runs_fast(x: &Tensor, weight: &Tensor) -> bool {
+    runs_here(x)
+        && weight.dtype() == x.dtype()
+        && weight.rank() == 4
+        && weight.dim(2).ok() == weight.dim(3).ok()
+}
+
+/// `conv2d(x, weight) + bias` like PyTorch's `F.conv2d` with groups 1 and dilation 1: `x`
+/// `[N, C_in, H, W]`, `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]`. Differentiable with
+/// respect to all three.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if !runs_fast(x, weight) {
+        let y = x.conv2d(weight, padding, stride, 1, 1)?;
+        return match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        };
+    }
+    let op = Conv { stride, padding };
+    match bias {
+        Some(b) => x.apply_op3(weight, b, op),
+        None => {
+            // A constant zero bias: it is not tracked, so no gradient is computed for it.
+            let zeros = Tensor::zeros(weight.dim(0)?, x.dtype(), x.device())?;
+            x.apply_op3(weight, &zeros, op)
+        }
+    }
+}
+
+/// `conv2d(x, w) + b` (CustomOp3 over x, w, b).
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    fn run<T: Element>(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        (s3, l3): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
+        if l3.dims() != [g.c_out] {
+            return Err(Error::Msg(format!(
+                "conv2d: bias of shape {:?} for {} output channels",
+                l3.dims(),
+                g.c_out
+            )));
+        }
+        let x = contiguous::<T>(s1, l1)?;
+        let w = contiguous::<T>(s2, l2)?;
+        let b = contiguous::<T>(s3, l3)?;
+        let y = gemm_conv::forward(&x, &w, Some(&b), &g);
+        Ok((
+            T::to_cpu_storage_owned(y),
+            Shape::from((g.batch, g.c_out, g.oh, g.ow)),
+        ))
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "segdiff-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
+            DType::F64 => self.run::<f64>((s1, l1), (s2, l2), (s3, l3)),
+            _ => Err(dtype_error(self.name(), s1.dtype())),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, wd) = x.dims4()?;
+        // Only what the graph needs: the network input and frozen weights get no gradient.
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &InputGrad {
+                    stride: self.stride,
+                    padding: self.padding,
+                    h,
+                    w: wd,
+                },
+            )?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(
+                dy,
+                &WeightGrad {
+                    stride: self.stride,
+                    padding: self.padding,
+                    k: w.dim(2)?,
+                },
+            )?)
+        } else {
+            None
+        };
+        let db = if b.track_op() {
+            Some(dy.apply_op1_no_bwd(&BiasGrad)?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+/// `dx` from `(dy, w)` for an input of `h`×`w` (with stride > 1 it is not implied by `dy`).
+#[derive(Debug, Clone, Copy)]
+struct InputGrad {
+    stride: usize,
+    padding: usize,
+    h: usize,
+    w: usize,
+}
+
+impl InputGrad {
+    fn run<T: Element>(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let (&[batch, _, _, _], &[_, c_in, _, _]) = (l1.dims(), l2.dims()) else {
+            return Err(Error::Msg(format!(
+                "conv2d backward: dy {:?} and weight {:?} must be 4-D",
+                l1.dims(),
+                l2.dims()
+            )));
+        };
+        let g = ConvGeom::new(
+            &[batch, c_in, self.h, self.w],
+            l2.dims(),
+            self.stride,
+            self.padding,
+        )?;
+        if l1.dims() != [batch, g.c_out, g.oh, g.ow] {
+            return Err(Error::Msg(format!(
+                "conv2d backward: dy {:?} does not match {g:?}",
+                l1.dims()
+            )));
+        }
+        let dy = contiguous::<T>(s1, l1)?;
+        let w = contiguous::<T>(s2, l2)?;
+        let dx = gemm_conv::input_grad(&dy, &w, &g);
+        Ok((
+            T::to_cpu_storage_owned(dx),
+            Shape::from((batch, c_in, self.h, self.w)),
+        ))
+    }
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "segdiff-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.run::<f32>((s1, l1), (s2, l2)),
+            DType::F64 => self.run::<f64>((s1, l1), (s2, l2)),
+            _ => Err(dtype_error(self.name(), s1.dtype())),
+        }
+    }
+}
+
+/// `dw` from `(x, dy)` for a `k`×`k` kernel.
+#[derive(Debug, Clone, Copy)]
+struct WeightGrad {
+    stride: usize,
+    padding: usize,
+    k: usize,
+}
+
+impl WeightGrad {
+    fn run<T: Element>(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let (&[_, c_in, _, _], &[_, c_out, _, _]) = (l1.dims(), l2.dims()) else {
+            return Err(Error::Msg(format!(
+                "conv2d backward: x {:?} and dy {:?} must be 4-D",
+                l1.dims(),
+                l2.dims()
+            )));
+        };
+        let g = ConvGeom::new(
+            l1.dims(),
+            &[c_out, c_in, self.k, self.k],
+            self.stride,
+            self.padding,
+        )?;
+        if l2.dims() != [g.batch, c_out, g.oh, g.ow] {
+            return Err(Error::Msg(format!(
+                "conv2d backward: dy {:?} does not match {g:?}",
+                l2.dims()
+            )));
+        }
+        let x = contiguous::<T>(s1, l1)?;
+        let dy = contiguous::<T>(s2, l2)?;
+        let dw = gemm_conv::weight_grad(&x, &dy, &g);
+        Ok((
+            T::to_cpu_storage_owned(dw),
+            Shape::from((c_out, c_in, self.k, self.k)),
+        ))
+    }
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "segdiff-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.run::<f32>((s1, l1), (s2, l2)),
+            DType::F64 => self.run::<f64>((s1, l1), (s2, l2)),
+            _ => Err(dtype_error(self.name(), s1.dtype())),
+        }
+    }
+}
+
+/// `db` from `dy`: the sum over batch and pixels.
+#[derive(Debug, Clone, Copy)]
+struct BiasGrad;
+
+impl BiasGrad {
+    fn run<T: Element>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[batch, channels, _, _] = l.dims() else {
+            return Err(Error::Msg(format!(
+                "conv2d backward: dy {:?} must be 4-D",
+                l.dims()
+            )));
+        };
+        let dy = contiguous::<T>(s, l)?;
+        let db = gemm_conv::bias_grad(&dy, batch, channels);
+        Ok((T::to_cpu_storage_owned(db), Shape::from(channels)))
+    }
+}
+
+impl CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "segdiff-conv2d-bias-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s.dtype() {
+            DType::F32 => self.run::<f32>(s, l),
+            DType::F64 => self.run::<f64>(s, l),
+            _ => Err(dtype_error(self.name(), s.dtype())),
+        }
+    }
+}

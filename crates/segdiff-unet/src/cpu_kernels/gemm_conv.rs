@@ -1,0 +1,319 @@
+//! The three convolution products as banded im2col + GEMM (`gemm` crate), on contiguous NCHW
+//! slices: forward, input gradient, weight gradient, plus the bias gradient. The forward (and
+//! with it the stride-1 input gradient) uses Winograd F(2×2, 3×3) instead where it pays
+//! ([`super::winograd`]).
+//!
+//! Work is cut into (image, band of output rows) items ([`Bands`]). With enough items they run
+//! on rayon, one single-threaded GEMM per item (never rayon inside rayon); with few items (the
+//! 16² and 8² layers at batch 1) they run in turn and the GEMM itself is parallel.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::conv_geometry::{Bands, ConvGeom};
+use super::im2col::{col2im_add, im2col};
+use super::{for_each_item, winograd, Element, SendPtr};
+
+fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, row strides `*_rs`, column strides `*_cs`, in elements.
+///
+/// # Safety
+/// Every pointer must cover the elements its strides and sizes address.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<T: Element>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const T,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const T,
+    (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// The GEMM's own threading: none inside parallel work items, all threads for a lone item.
+fn gemm_threads(alone: bool) -> Parallelism {
+    if alone {
+        Parallelism::Rayon(threads())
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `y = conv(x, w) + bias`: `x` `[batch, c_in, h, w]`, `w` `[c_out, c_in, k, k]`, result
+/// `[batch, c_out, oh, ow]`; Winograd F(2×2, 3×3) where it pays, im2col + GEMM elsewhere.
+pub(crate) fn forward<T: Element>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+    if winograd::applies(g) {
+        winograd::forward(x, w, bias, g)
+    } else {
+        forward_im2col(x, w, bias, g)
+    }
+}
+
+/// [`forward`] by banded im2col + GEMM, for every geometry.
+pub(crate) fn forward_im2col<T: Element>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); g.batch * g.c_out * g.out_plane()];
+    let bands = Bands::plan(g, std::mem::size_of::<T>(), 1, threads());
+    let tile_len = if g.is_pointwise() {
+        0
+    } else {
+        g.depth() * bands.rows * g.ow
+    };
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let depth = g.depth();
+    let items: Vec<usize> = (0..bands.items(g)).collect();
+    for_each_item(
+        &items,
+        bands.parallel,
+        tile_len,
+        |item, tile: &mut [T], alone| {
+            let par = gemm_threads(alone);
+            let (n, oy0, oy1) = bands.item(g, item);
+            let (px0, npx) = (oy0 * g.ow, (oy1 - oy0) * g.ow);
+            let image = &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
+            let (rhs, rhs_rs) = if g.is_pointwise() {
+                (image[px0..].as_ptr(), g.in_plane())
+            } else {
+                im2col(image, g, oy0, oy1, tile);
+                (tile.as_ptr(), npx)
+            };
+            // SAFETY: item (n, band) alone writes columns [px0, px0 + npx) of the c_out planes of
+            // image n; `rhs` covers depth × npx with row stride rhs_rs.
+            unsafe {
+                let dst = out_ptr.get().add(n * g.c_out * g.out_plane() + px0);
+                matmul(
+                    (g.c_out, npx, depth),
+                    dst,
+                    g.out_plane(),
+                    false,
+                    w.as_ptr(),
+                    (depth, 1),
+                    rhs,
+                    (rhs_rs, 1),
+                    par,
+                );
+                if let Some(bias) = bias {
+                    for (co, &b) in bias.iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(dst.add(co * g.out_plane()), npx);
+                        for v in row {
+                            *v += b;
+                        }
+                    }
+                }
+            }
+        },
+    );
+    out
+}
+
+/// `dx = convᵀ(dy, w)`, the gradient of [`forward`] with respect to `x` (`[batch, c_in, h, w]`).
+///
+/// Stride 1: a forward convolution of `dy` with the flipped, transposed kernel and padding
+/// `k − 1 − pad`. Other strides: `dcol = wᵀ · dy` per band, then col2im.
+pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    if g.stride == 1 && g.pad < g.k {
+        let k = g.k;
+        let mut flipped = vec![T::zero(); w.len()];
+        for co in 0..g.c_out {
+            for ci in 0..g.c_in {
+                for t in 0..k * k {
+                    flipped[(ci * g.c_out + co) * k * k + (k * k - 1 - t)] =
+                        w[(co * g.c_in + ci) * k * k + t];
+                }
+            }
+        }
+        let transposed = ConvGeom {
+            batch: g.batch,
+            c_in: g.c_out,
+            h: g.oh,
+            w: g.ow,
+            c_out: g.c_in,
+            k,
+            stride: 1,
+            pad: k - 1 - g.pad,
+            oh: g.h,
+            ow: g.w,
+        };
+        return forward(dy, &flipped, None, &transposed);
+    }
+
+    let mut dx = vec![T::zero(); g.batch * g.c_in * g.in_plane()];
+    // Bands two apart must not share an input row: (rows + 1)·stride ≥ k.
+    let min_rows = g.k.div_ceil(g.stride).saturating_sub(1).max(1);
+    let bands = Bands::plan(g, std::mem::size_of::<T>(), min_rows, threads());
+    let depth = g.depth();
+    let dx_ptr = SendPtr(dx.as_mut_ptr());
+    let run = |item: usize, col: &mut [T], alone: bool| {
+        let par = gemm_threads(alone);
+        let (n, oy0, oy1) = bands.item(g, item);
+        let (px0, npx) = (oy0 * g.ow, (oy1 - oy0) * g.ow);
+        // SAFETY: col holds depth × npx (the scratch length is for the widest band); dy covers
+        // c_out rows of out_plane from (n, px0). w is [c_out, depth], read transposed.
+        unsafe {
+            matmul(
+                (depth, npx, g.c_out),
+                col.as_mut_ptr(),
+                npx,
+                false,
+                w.as_ptr(),
+                (1, depth),
+                dy.as_ptr().add(n * g.c_out * g.out_plane() + px0),
+                (g.out_plane(), 1),
+                par,
+            );
+            // SAFETY: items of one parity run together; bands two apart touch disjoint input
+            // rows (min_rows above), and different images are disjoint.
+            col2im_add(
+                &col[..depth * npx],
+                g,
+                oy0,
+                oy1,
+                dx_ptr.get().add(n * g.c_in * g.in_plane()),
+            );
+        }
+    };
+    let scratch = depth * bands.rows * g.ow;
+    for parity in 0..2 {
+        let items: Vec<usize> = (0..bands.items(g))
+            .filter(|&i| (i % bands.count) % 2 == parity)
+            .collect();
+        for_each_item(&items, bands.parallel, scratch, run);
+    }
+    dx
+}
+
+/// `dw = Σ dy · im2col(x)ᵀ`, the gradient of [`forward`] with respect to `w`
+/// (`[c_out, c_in, k, k]`).
+///
+/// Items are split into a fixed number of contiguous chunks, each summing into its own
+/// accumulator, and the accumulators are added in order, so the result does not depend on
+/// which thread ran what.
+pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    let depth = g.depth();
+    let size = g.c_out * depth;
+    let bands = Bands::plan(g, std::mem::size_of::<T>(), 1, threads());
+    let items = bands.items(g);
+    let tile_len = if g.is_pointwise() {
+        0
+    } else {
+        depth * bands.rows * g.ow
+    };
+    let accumulate = |range: std::ops::Range<usize>, acc: &mut [T], tile: &mut [T], par| {
+        for (i, item) in range.enumerate() {
+            let (n, oy0, oy1) = bands.item(g, item);
+            let (px0, npx) = (oy0 * g.ow, (oy1 - oy0) * g.ow);
+            let image = &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
+            let (col, col_rs) = if g.is_pointwise() {
+                (image[px0..].as_ptr(), g.in_plane())
+            } else {
+                im2col(image, g, oy0, oy1, tile);
+                (tile.as_ptr(), npx)
+            };
+            // SAFETY: acc is c_out × depth; dy covers c_out rows of npx from (n, px0); col
+            // covers depth rows of npx with row stride col_rs, read transposed.
+            unsafe {
+                matmul(
+                    (g.c_out, depth, npx),
+                    acc.as_mut_ptr(),
+                    depth,
+                    i > 0,
+                    dy.as_ptr().add(n * g.c_out * g.out_plane() + px0),
+                    (g.out_plane(), 1),
+                    col,
+                    (1, col_rs),
+                    par,
+                );
+            }
+        }
+    };
+    if !bands.parallel {
+        let mut acc = vec![T::zero(); size];
+        T::with_scratch(tile_len, |tile| {
+            accumulate(0..items, &mut acc, tile, gemm_threads(true))
+        });
+        return acc;
+    }
+    let chunks = items.min(4 * threads());
+    let partials: Vec<Vec<T>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let range = c * items / chunks..(c + 1) * items / chunks;
+            let mut acc = vec![T::zero(); size];
+            T::with_scratch(tile_len, |tile| {
+                accumulate(range, &mut acc, tile, gemm_threads(false))
+            });
+            acc
+        })
+        .collect();
+    let mut total = vec![T::zero(); size];
+    total
+        .par_chunks_mut(depth.max(1))
+        .enumerate()
+        .for_each(|(row, out)| {
+            for p in &partials {
+                for (o, v) in out.iter_mut().zip(&p[row * depth..(row + 1) * depth]) {
+                    *o += *v;
+                }
+            }
+        });
+    total
+}
+
+/// `db[co] = Σ_{n, y, x} dy[n, co, y, x]`.
+pub(crate) fn bias_grad<T: Element>(dy: &[T], batch: usize, channels: usize) -> Vec<T> {
+    let plane = dy.len() / (batch * channels).max(1);
+    (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            // Sixteen running sums so the loop vectorises (and rounds less than one long sum).
+            let mut lanes = [T::zero(); 16];
+            for n in 0..batch {
+                let row = &dy[(n * channels + c) * plane..(n * channels + c + 1) * plane];
+                let mut chunks = row.chunks_exact(16);
+                for chunk in &mut chunks {
+                    for (l, v) in lanes.iter_mut().zip(chunk) {
+                        *l += *v;
+                    }
+                }
+                for (l, v) in lanes.iter_mut().zip(chunks.remainder()) {
+                    *l += *v;
+                }
+            }
+            lanes.iter().fold(T::zero(), |a, &b| a + b)
+        })
+        .collect()
+}
