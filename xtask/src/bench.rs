@@ -138,7 +138,7 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn load_average() -> String {
+pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
@@ -571,8 +571,8 @@ pub fn run(runs: usize, quick: bool, out: &Path) -> Result<()> {
     write_table(&mut md, &conv_rows);
     md.push_str(
         "\n## GroupNorm + SiLU\n\n`segdiff_unet::cpu_kernels::group_norm` (fused, one custom op \
-         with a fused backward) against candle-nn's `GroupNorm` followed by `silu`. Not yet used \
-         by the model (see the log below).\n\n",
+         with a fused backward) against candle-nn's `GroupNorm` followed by `silu`; the model uses \
+         it for every GroupNorm (see the log below).\n\n",
     );
     write_table(&mut md, &norm_rows);
     md.push_str("\n## Whole networks\n\n");
@@ -582,6 +582,7 @@ pub fn run(runs: usize, quick: bool, out: &Path) -> Result<()> {
          from `shared/fixtures/README.md`): paper forward 2.755 s, small forward 16.4 ms.\n",
     );
     md.push_str(OPTIMISATION_LOG);
+    md.push_str(&crate::data_bench::section()?);
     let tmp = out.with_extension("md.tmp");
     std::fs::write(&tmp, md).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
@@ -643,7 +644,7 @@ const OPTIMISATION_LOG: &str = r"
 | Winograd F(2×2, 3×3) for 3×3 stride 1 (also the stride-1 input gradient), bands of tile rows with V and M in L2, additions-only transforms | 1.3–1.8× over im2col (2.25× fewer multiplies) | 1-thread direct-equivalent GFLOP/s: 128→128 @256² 120 → 185, 256→128 @256² 122 → 215, 256→256 @64² 149 → 215, 256→256 @32² 149 → 205, 512→512 @16² b4 160 → 217; 512→512 @16² b1 (64 tiles) 158 → 124: the per-call weight transform dominates, so it runs only from 256 tiles |
 | Winograd transforms compiled for AVX-512: a closure handed to a `#[target_feature]` function keeps the baseline SSE2 code, so each kernel gets its own `#[target_feature]` wrapper (`simd_dispatch!`) | +10–20 % | 128→128 @256²: 152–160 → 185 (1-thread) |
 | Per-thread reusable scratch (tiles, Winograd buffers) instead of per-call allocations | fewer page faults and frees | `_int_free` 4.5 % of samples → gone; small layers (256 @32²) a few % |
-| Fused GroupNorm+SiLU (3 passes per (image, group) block in L2; fused backward; vectorised `exp`) | ~5× candle-nn GroupNorm + `silu` (about ten passes over memory) | 5.0–5.3× forward, 4.2–5.2× forward+backward (table above). **Not yet used by the model**: `resnet.rs`, `unet2d.rs`, `attention.rs` build `candle_nn::GroupNorm`; `segdiff_unet::cpu_kernels::GroupNorm` is a drop-in with `forward_silu`. Expected: paper forward −1.0 s of about 11 GroupNorm+SiLU at 256² (78–155 ms each in candle) |
+| Fused GroupNorm+SiLU (3 passes per (image, group) block in L2; fused backward; vectorised `exp`) | ~5× candle-nn GroupNorm + `silu` (about ten passes over memory) | 5.0–5.3× forward, 4.2–5.2× forward+backward (table above). Now used by the model (every GroupNorm: ResNet `norm1`/`norm2` fused with their SiLU, attention and `conv_norm_out`); the whole-network rows above were taken before this switch. Expected: paper forward −1.0 s of about 11 GroupNorm+SiLU at 256² (78–155 ms each in candle); not yet re-measured |
 | Allocator (not applied: a binary-level choice) | — | every ≥ 32 MiB tensor is a fresh `mmap`, page-faulted on first write: 1.2–1.7 s of system time per paper forward. `MALLOC_MMAP_MAX_=0` cut system time 5.3 → 0.5 s over 3 forwards; transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) made it worse (7.5 s) |
 | candle's element-wise thread pool (not applied) | — | its main thread spin-waits for the worker; under load 4–5, `CANDLE_NUM_THREADS=1` (element-wise ops on one thread, GEMMs and these kernels still on 2) took the small train step from 8.7–10.9 s to 7.1–7.5 s and user CPU from 11 to 6.8 s; to be re-measured on a quiet machine |
 

@@ -2,9 +2,10 @@
 //!
 //! - `parity`: runs every test that compares against the large reference fixtures in
 //!   `../shared/fixtures` (the `#[ignore]`d ones); fails loudly when the fixtures are missing.
-//! - `bench`: times the denoiser on the CPU and writes `BENCHMARKS.md`.
+//! - `bench`: times the denoiser and data preparation on the CPU and writes `BENCHMARKS.md`.
 
 mod bench;
+mod data_bench;
 mod parity;
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ enum Command {
         /// Where to write the report.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Only re-measure data preparation and replace that section of the report.
+        #[arg(long)]
+        data_only: bool,
     },
 }
 
@@ -52,6 +56,13 @@ pub fn workspace_root() -> PathBuf {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Parity { fixtures } => parity::run(fixtures),
-        Command::Bench { runs, quick, out } => bench::run(runs, quick, &workspace_root().join(out)),
+        Command::Bench {
+            data_only: true,
+            out,
+            ..
+        } => data_bench::update(&workspace_root().join(out)),
+        Command::Bench {
+            runs, quick, out, ..
+        } => bench::run(runs, quick, &workspace_root().join(out)),
     }
 }
