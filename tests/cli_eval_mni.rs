@@ -1,24 +1,10 @@
 //! `segdiff eval --quick` end to end on real MRI: the MNI ICBM152 axial slices (256², resized to
 //! 32² on load) with a tiny model trained for a few steps by `segdiff train`.
 
+mod common;
+use common::*;
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn segdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segdiff"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 #[test]
 fn quick_eval_on_mni_slices() {

@@ -1,5 +1,8 @@
 //! `segdiff model inspect|forward` end to end, on the tiny diffusers fixture.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,13 +29,6 @@ fn tiny_model_dir() -> tempfile::TempDir {
     )
     .unwrap();
     dir
-}
-
-fn segdiff(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_segdiff"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

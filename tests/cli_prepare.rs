@@ -1,20 +1,15 @@
 //! `segdiff prepare` end to end: MNI T1 + tissue maps along three axes, NIfTI with a label map,
 //! and the errors a user meets.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn data_fixture(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../segdiff-data/tests/fixtures")
         .join(p)
-}
-
-fn segdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segdiff"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn count_png(dir: &Path) -> usize {

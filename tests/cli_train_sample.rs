@@ -1,26 +1,12 @@
 //! `segdiff train` → `segdiff sample` end to end on a tiny synthetic dataset: checkpoints,
 //! resume, loss log and curve, previews, outputs, shards that reproduce the full run, and errors.
 
+mod common;
+use common::*;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use candle_core::Device;
-
-fn segdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segdiff"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// 16×16 pairs: two rectangles of classes 1 and 2 on background, intensity set by the class.
 fn write_dataset(root: &Path) {
