@@ -3,13 +3,17 @@
 //! optimiser pieces the trainer needs.
 //!
 //! Not here: the denoising network (`segdiff-unet`, plugged in through [`EpsModel`]), data
-//! loading, the training loop and the CLI.
+//! loading from disk (`segdiff-data`) and the CLI.
 //!
 //! Main types:
 //! - [`SchedulerConfig`] reads/writes `scheduler/scheduler_config.json` for `DDPMScheduler`,
 //!   `DDIMScheduler` and `DPMSolverMultistepScheduler`; [`SchedulerConfig::build`] gives a
 //!   [`Scheduler`] ([`DdpmScheduler`], [`DdimScheduler`], [`DpmSolverMultistepScheduler`]).
-//! - [`guided_sample`] runs concat-mask → ε-model → step to an image in [0, 1].
+//! - [`guided_sample`] runs concat-mask → ε-model → step to an image in [0, 1]; [`sampler`] is
+//!   the full sampler of the paper (per-image seeds, ablated/empty masks, latent interpolation,
+//!   mask guidance, shards).
+//! - [`train`]: the training loop ([`train::Trainer`]) with exact resume and atomic checkpoints.
+//! - [`model_dir`]: model directories (diffusers layout + `segdiff.json` conditioning metadata).
 //! - [`encode_mask`] / [`MaskEncoding`] and [`MaskAblation`] (Algorithm 1 of Konz et al. 2024).
 //! - [`optim`]: [`optim::AdamW`] with exportable state, [`optim::cosine_schedule_with_warmup`],
 //!   [`optim::clip_grad_norm`], [`optim::Ema`].
