@@ -17,7 +17,7 @@ fn register_font() {
 
 /// Reads `step,epoch,loss,...` rows and plots the loss (raw, and a moving average) against the
 /// step, log-scaled, into `out`.
-pub fn write_loss_curve(log_csv: &Path, out: &Path) -> Result<()> {
+pub fn write_loss_curve(log_csv: &Path, out: &Path, title: &str) -> Result<()> {
     let text = std::fs::read_to_string(log_csv)
         .with_context(|| format!("reading {}", log_csv.display()))?;
     let mut points: Vec<(f64, f64)> = Vec::new();
@@ -67,7 +67,7 @@ pub fn write_loss_curve(log_csv: &Path, out: &Path) -> Result<()> {
         let root = BitMapBackend::new(&tmp_png, (800, 450)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("training loss (ε-prediction MSE)", ("sans-serif", 22))
+            .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -118,13 +118,13 @@ mod tests {
             .collect();
         std::fs::write(&log, format!("step,epoch,loss,lr,grad_norm\n{rows}")).unwrap();
         let png = dir.path().join("loss.png");
-        super::write_loss_curve(&log, &png).unwrap();
+        super::write_loss_curve(&log, &png, "training loss").unwrap();
         let img = image::open(&png).unwrap();
         assert_eq!((img.width(), img.height()), (800, 450));
         // Not a blank canvas: the curve and text put dark pixels on it.
         let dark = img.to_luma8().pixels().filter(|p| p.0[0] < 128).count();
         assert!(dark > 500, "only {dark} dark pixels");
         std::fs::write(&log, "step,epoch,loss\nx,0,1\n").unwrap();
-        assert!(super::write_loss_curve(&log, &png).is_err());
+        assert!(super::write_loss_curve(&log, &png, "training loss").is_err());
     }
 }
