@@ -427,7 +427,10 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         &meta,
     )
     .with_context(|| format!("writing the model to {}", args.out.display()))?;
-    let title = format!("training loss ({} MSE)", trainer.scheduler.prediction_type().as_str());
+    let title = format!(
+        "training loss ({} MSE)",
+        trainer.scheduler.prediction_type().as_str()
+    );
     crate::loss_plot::write_loss_curve(&log_path, &args.out.join("loss.png"), &title)?;
     eprintln!(
         "done in {:.1} min: model in {}, loss log {}, loss curve {}",
