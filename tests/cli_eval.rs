@@ -3,6 +3,9 @@
 //! against recomputations from the written files, the generated images against `segdiff
 //! sample`, sharded generation reused by the full run, and errors that name their file.
 
+mod common;
+use common::{write_pair_dataset, Lcg};
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -34,23 +37,20 @@ fn ok(args: &[&str]) -> String {
 /// 32×32 pairs: a disc of class 1 and a rectangle of class 2 on background, each class with its
 /// own intensity plus a little deterministic texture.
 fn write_dataset(root: &Path) {
-    let mut seed = 987654321u64;
-    let mut next = |m: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) % m
-    };
-    for (split, n) in [("train", 10), ("val", 3), ("test", 4)] {
-        let img_dir = root.join("img").join(split);
-        let mask_dir = root.join("mask/all").join(split);
-        std::fs::create_dir_all(&img_dir).unwrap();
-        std::fs::create_dir_all(&mask_dir).unwrap();
-        for i in 0..n {
-            let (cy, cx, r) = (8 + next(16) as i64, 8 + next(16) as i64, 4 + next(4) as i64);
-            let (ry, rx) = (next(20) as u32, next(20) as u32);
-            let (rh, rw) = (6 + next(6) as u32, 6 + next(6) as u32);
-            let mask = image::GrayImage::from_fn(SIZE, SIZE, |x, y| {
+    write_pair_dataset(
+        root,
+        &[("train", 10), ("val", 3), ("test", 4)],
+        r#"{"num_classes": 3, "class_names": ["background", "disc", "box"]}"#,
+        |split, i| format!("{split}_{i:02}.png"),
+        |rng| {
+            let (cy, cx, r) = (
+                8 + rng.next(16) as i64,
+                8 + rng.next(16) as i64,
+                4 + rng.next(4) as i64,
+            );
+            let (ry, rx) = (rng.next(20) as u32, rng.next(20) as u32);
+            let (rh, rw) = (6 + rng.next(6) as u32, 6 + rng.next(6) as u32);
+            image::GrayImage::from_fn(SIZE, SIZE, |x, y| {
                 let (dy, dx) = (y as i64 - cy, x as i64 - cx);
                 let class = if (ry..ry + rh).contains(&y) && (rx..rx + rw).contains(&x) {
                     2
@@ -60,21 +60,16 @@ fn write_dataset(root: &Path) {
                     0
                 };
                 image::Luma([class])
-            });
-            let img = image::GrayImage::from_fn(SIZE, SIZE, |x, y| {
+            })
+        },
+        |mask| {
+            image::GrayImage::from_fn(SIZE, SIZE, |x, y| {
                 let base = [30u8, 140, 220][mask.get_pixel(x, y).0[0] as usize];
                 image::Luma([base.saturating_add(((x * 7 + y * 13) % 17) as u8)])
-            });
-            let name = format!("{split}_{i:02}.png");
-            img.save(img_dir.join(&name)).unwrap();
-            mask.save(mask_dir.join(&name)).unwrap();
-        }
-    }
-    std::fs::write(
-        root.join("dataset.json"),
-        r#"{"num_classes": 3, "class_names": ["background", "disc", "box"]}"#,
-    )
-    .unwrap();
+            })
+        },
+        &mut Lcg::new(987654321),
+    );
 }
 
 fn read_labels(path: &Path) -> Vec<u32> {

@@ -10,41 +10,30 @@ use candle_core::Device;
 
 /// 16×16 pairs: two rectangles of classes 1 and 2 on background, intensity set by the class.
 fn write_dataset(root: &Path) {
-    let mut seed = 12345u64;
-    let mut next = |m: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) % m
-    };
-    for (split, n) in [("train", 8), ("val", 2), ("test", 3)] {
-        let img_dir = root.join("img").join(split);
-        let mask_dir = root.join("mask/all").join(split);
-        std::fs::create_dir_all(&img_dir).unwrap();
-        std::fs::create_dir_all(&mask_dir).unwrap();
-        for i in 0..n {
+    write_pair_dataset(
+        root,
+        &[("train", 8), ("val", 2), ("test", 3)],
+        r#"{"num_classes": 3, "class_names": ["background", "a", "b"]}"#,
+        |split, i| format!("{split}_{i}.png"),
+        |rng| {
             let mut mask = image::GrayImage::new(16, 16);
             for class in 1..3u8 {
-                let (r0, c0) = (next(9) as u32, next(9) as u32);
+                let (r0, c0) = (rng.next(9) as u32, rng.next(9) as u32);
                 for r in r0..r0 + 6 {
                     for c in c0..c0 + 6 {
                         mask.put_pixel(c, r, image::Luma([class]));
                     }
                 }
             }
-            let img = image::GrayImage::from_fn(16, 16, |x, y| {
+            mask
+        },
+        |mask| {
+            image::GrayImage::from_fn(16, 16, |x, y| {
                 image::Luma([[20u8, 128, 230][mask.get_pixel(x, y).0[0] as usize]])
-            });
-            let name = format!("{split}_{i}.png");
-            img.save(img_dir.join(&name)).unwrap();
-            mask.save(mask_dir.join(&name)).unwrap();
-        }
-    }
-    std::fs::write(
-        root.join("dataset.json"),
-        r#"{"num_classes": 3, "class_names": ["background", "a", "b"]}"#,
-    )
-    .unwrap();
+            })
+        },
+        &mut Lcg::new(12345),
+    );
 }
 
 fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
