@@ -4,6 +4,7 @@
 //! "fast") and once on candle's own ops ("candle", via `cpu_kernels::set_enabled(false)`),
 //! alternating in the same process so that both see the same machine load; the tables give
 //! medians of the timed rounds after one warm-up of each, and the process CPU time per run.
+//! [`torch`] compares the whole networks with PyTorch + diffusers / MONAI (`--torch <python>`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +16,9 @@ use candle_nn::{VarBuilder, VarMap};
 use segdiff_unet::{
     cpu_kernels, expected_parameters, model_from_tensors, UNet2DConfig, UNet2DModel,
 };
+
+pub mod torch;
+mod torch_worker;
 
 /// One benchmark row.
 struct Row {
@@ -378,7 +382,19 @@ fn machine() -> String {
     )
 }
 
-pub fn run(runs: usize, quick: bool, out: &Path) -> Result<()> {
+/// The whole report; with `torch` (a Python and its run counts) the PyTorch section is measured
+/// first (so a Python without the packages fails before the long part), otherwise an existing
+/// one is kept.
+pub fn run(
+    runs: usize,
+    quick: bool,
+    torch: Option<(&Path, torch::Runs)>,
+    out: &Path,
+) -> Result<()> {
+    let torch_section = match torch {
+        Some((python, torch_runs)) => Some(torch::section(python, torch_runs)?),
+        None => torch::existing_section(out),
+    };
     let runs = runs.max(1);
     let load_before = load_average();
     let started = Instant::now();
@@ -583,6 +599,9 @@ pub fn run(runs: usize, quick: bool, out: &Path) -> Result<()> {
     );
     md.push_str(OPTIMISATION_LOG);
     md.push_str(&crate::data_bench::section()?);
+    if let Some(section) = torch_section {
+        md.push_str(&section);
+    }
     let tmp = out.with_extension("md.tmp");
     std::fs::write(&tmp, md).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;

@@ -2,11 +2,15 @@
 //!
 //! - `parity`: runs every test that compares against the large reference fixtures in
 //!   `../shared/fixtures` (the `#[ignore]`d ones); fails loudly when the fixtures are missing.
+//! - `weights`: fetches a model or files from the Hugging Face Hub into the standard cache.
+//! - `eval`: the paper's evaluation on Hub or local models, CUDA when present.
 //! - `bench`: times the denoiser and data preparation on the CPU and writes `BENCHMARKS.md`.
 
 mod bench;
 mod data_bench;
+mod eval;
 mod parity;
+mod weights;
 
 use std::path::PathBuf;
 
@@ -28,6 +32,12 @@ enum Command {
         #[arg(long, env = "SEGDIFF_SHARED_FIXTURES")]
         fixtures: Option<PathBuf>,
     },
+    /// Download a model (or single files) from the Hugging Face Hub into the standard cache and
+    /// print the local path; answers from the cache when offline.
+    Weights(weights::WeightsArgs),
+    /// The paper's evaluation (`segdiff eval`) with `hf://` models fetched, optional
+    /// Inception-v3 FID, and CUDA when a GPU is present.
+    Eval(eval::EvalArgs),
     /// CPU benchmarks of the denoiser; writes BENCHMARKS.md at the workspace root.
     Bench {
         /// Timed runs per case (after one warm-up); the median is reported.
@@ -42,6 +52,19 @@ enum Command {
         /// Only re-measure data preparation and replace that section of the report.
         #[arg(long)]
         data_only: bool,
+        /// Also compare with PyTorch + diffusers / MONAI, run by this Python (see bench/README.md).
+        #[arg(long, value_name = "PYTHON")]
+        torch: Option<PathBuf>,
+        /// Only re-measure the PyTorch comparison and replace that section of the report.
+        #[arg(long, requires = "torch")]
+        torch_only: bool,
+        /// Timed rounds of the heavy PyTorch-comparison cases (paper batch-4 forward and
+        /// training step), at most `--runs`.
+        #[arg(long, default_value_t = 3)]
+        torch_heavy_runs: usize,
+        /// Internal: peak RSS of loading MODEL and two forwards on INPUTS, in a fresh process.
+        #[arg(long, hide = true, num_args = 2, value_names = ["MODEL", "INPUTS"])]
+        peak_rss_child: Option<Vec<PathBuf>>,
     },
 }
 
@@ -56,13 +79,43 @@ pub fn workspace_root() -> PathBuf {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Parity { fixtures } => parity::run(fixtures),
+        Command::Weights(args) => weights::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Bench {
+            peak_rss_child: Some(paths),
+            ..
+        } => match paths.as_slice() {
+            [model, inputs] => bench::torch::peak_rss_child(model, inputs),
+            _ => anyhow::bail!("--peak-rss-child takes MODEL and INPUTS"),
+        },
         Command::Bench {
             data_only: true,
             out,
             ..
         } => data_bench::update(&workspace_root().join(out)),
         Command::Bench {
-            runs, quick, out, ..
-        } => bench::run(runs, quick, &workspace_root().join(out)),
+            runs,
+            quick,
+            out,
+            torch,
+            torch_only,
+            torch_heavy_runs,
+            ..
+        } => {
+            let torch_runs = bench::torch::Runs {
+                runs: runs.max(1),
+                heavy: torch_heavy_runs,
+            };
+            let out = workspace_root().join(out);
+            match torch {
+                Some(python) if torch_only => bench::torch::update(&python, torch_runs, &out),
+                python => bench::run(
+                    runs,
+                    quick,
+                    python.as_deref().map(|p| (p, torch_runs)),
+                    &out,
+                ),
+            }
+        }
     }
 }

@@ -21,10 +21,10 @@ use crate::runtime::Runtime;
 /// Run the demo on the bundled model: writes `demo/report.html` and PNG sheets.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// The segmentation-guided model.
+    /// The segmentation-guided model (a folder or `hf://owner/name`).
     #[arg(long, default_value = "assets/mni-demo/model")]
     pub model: PathBuf,
-    /// The segmenter used to check the generated anatomy.
+    /// The segmenter used to check the generated anatomy (a folder or `hf://owner/name`).
     #[arg(long, default_value = "assets/mni-demo/segmenter")]
     pub segmenter: PathBuf,
     /// Held-out slices (dataset layout; the `test` split is used).
@@ -115,7 +115,7 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
     let model_dir = resolve(&args.model);
     let seg_dir = resolve(&args.segmenter);
     let data_dir = resolve(&args.data);
-    let model = load_model_dir(&model_dir, rt.dtype, &rt.device)
+    let model = load_model_dir(&model_dir, rt.sampling_dtype(), &rt.device)
         .with_context(|| format!("loading the bundled model {}", model_dir.display()))?;
     let num_classes = model
         .meta

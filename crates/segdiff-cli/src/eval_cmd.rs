@@ -30,7 +30,8 @@ const EVAL_GUIDE: &str = r#"1. A MONAI UNet segmenter is trained on the dataset'
 4. Table 1: a fresh segmenter trained only on the generated training images, against the
    real-trained one, both scored by Dice on the real test split.
 5. FID in the real-trained segmenter's bottleneck feature space (generated vs real test
-   images), PSNR and SSIM against the paired real images, HD95 of the segmentations.
+   images), and with --inception-weights also in Inception-v3's pool feature space; PSNR and
+   SSIM against the paired real images, HD95 of the segmentations.
 
 Writes into --out: `report.md` and `report.json` (the same numbers, with the command, seed
 and stage timings), `sheet.png` (rows: mask | real | generated | segmentation of generated),
@@ -51,11 +52,12 @@ pub struct EvalArgs {
     /// `mask/all/{split}` (as `segdiff prepare` writes it, or the official code's layout).
     #[arg(long, value_name = "DIR")]
     pub dataset: PathBuf,
-    /// Model folder (diffusers layout; official checkpoints work as they are).
+    /// Model folder (diffusers layout; official checkpoints work as they are), or
+    /// `hf://owner/name[@revision][/folder]` on the Hugging Face Hub.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Use this trained segmenter (`segdiff segmenter train`) instead of training one on the
-    /// real images.
+    /// Use this trained segmenter (`segdiff segmenter train`; a folder or `hf://owner/name`)
+    /// instead of training one on the real images.
     #[arg(long, value_name = "DIR")]
     pub segmenter: Option<PathBuf>,
     /// A small run that takes minutes on a CPU: at most 8 pairs per split, 10 segmenter epochs,
@@ -130,6 +132,14 @@ pub struct EvalArgs {
     /// Augment segmenter training with random 90° rotations.
     #[arg(long)]
     pub rot90: bool,
+    /// Also report FID in Inception-v3's 2048-d pool feature space (generated vs real test
+    /// images), beside the segmenter-feature FID: torchvision's `inception_v3` with weights from
+    /// this `.safetensors` file (torchvision's state_dict names, e.g. torchvision's IMAGENET1K_V1
+    /// converted, or timm's `inception_v3.tv_in1k` model.safetensors; `fc.*` and `AuxLogits.*`
+    /// are ignored). Images go in as pytorch-fid feeds them (299×299 bilinear, [-1, 1]), but
+    /// these are not its TF-Inception weights: compare only with FIDs computed the same way.
+    #[arg(long, value_name = "FILE")]
+    pub inception_weights: Option<PathBuf>,
 }
 
 fn parse_scheduler(s: &str) -> Result<SchedulerKind> {
@@ -214,7 +224,8 @@ fn config(args: &EvalArgs, rt: &Runtime) -> Result<PaperEvalConfig> {
         flips: args.flips,
         rot90: args.rot90,
     };
-    cfg.dtype = rt.dtype;
+    cfg.inception_weights = args.inception_weights.clone();
+    cfg.dtype = rt.sampling_dtype();
     cfg.device = rt.device.clone();
     cfg.command = command_line();
     Ok(cfg)
@@ -300,6 +311,9 @@ fn print_summary(r: &PaperEvalReport) {
     );
     if let Some(f) = &r.fid {
         println!("FID      {}", fmt(f.fid, 3));
+    }
+    if let Some(f) = &r.inception_fid {
+        println!("FID      {} (Inception-v3)", fmt(f.fid, 3));
     }
     if let Some(q) = &r.image_similarity {
         println!("PSNR     {} dB, SSIM {}", fmt(q.psnr, 3), fmt(q.ssim, 4));
@@ -435,6 +449,34 @@ mod tests {
              {QUICK_SAMPLING_STEPS} sampling steps"
         );
         assert!(help.replace('\n', " ").contains(&want), "{help}");
+    }
+
+    #[test]
+    fn inception_weights_reach_the_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            eval: EvalArgs,
+        }
+        let rt = Runtime {
+            device: candle_core::Device::Cpu,
+            dtype: candle_core::DType::F32,
+            dtype_auto: true,
+        };
+        let base = ["segdiff", "--dataset", "d", "--model", "m"];
+        let plain = Cli::try_parse_from(base).unwrap();
+        assert_eq!(config(&plain.eval, &rt).unwrap().inception_weights, None);
+        let with = Cli::try_parse_from(
+            base.iter()
+                .copied()
+                .chain(["--inception-weights", "inc.safetensors"]),
+        )
+        .unwrap();
+        assert_eq!(
+            config(&with.eval, &rt).unwrap().inception_weights,
+            Some(PathBuf::from("inc.safetensors"))
+        );
     }
 
     #[test]

@@ -72,22 +72,53 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let cli = Cli::parse_from(args);
-    let result = runtime::Runtime::from_args(&cli.runtime).and_then(|rt| match cli.command {
-        Command::Model(cmd) => model_cmd::run(cmd, &rt),
-        Command::Demo(args) => demo_cmd::run(args, &rt),
-        Command::Prepare(args) => prepare_cmd::run(args, command_line()),
-        Command::Train(args) => train_cmd::run(args, &rt),
-        Command::Sample(args) => sample_cmd::run(args, &rt),
-        Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
-        Command::Eval(args) => eval_cmd::run(args, &rt),
-        Command::Segmenter(cmd) => segmenter_cmd::run(cmd, &rt),
-    });
+    let mut cli = Cli::parse_from(args);
+    let result = resolve_hub_locations(&mut cli.command)
+        .and_then(|()| runtime::Runtime::from_args(&cli.runtime))
+        .and_then(|rt| match cli.command {
+            Command::Model(cmd) => model_cmd::run(cmd, &rt),
+            Command::Demo(args) => demo_cmd::run(args, &rt),
+            Command::Prepare(args) => prepare_cmd::run(args, command_line()),
+            Command::Train(args) => train_cmd::run(args, &rt),
+            Command::Sample(args) => sample_cmd::run(args, &rt),
+            Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
+            Command::Eval(args) => eval_cmd::run(args, &rt),
+            Command::Segmenter(cmd) => segmenter_cmd::run(cmd, &rt),
+        });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Replaces every `hf://owner/name[@revision][/folder]` model or segmenter location by its folder
+/// in the Hugging Face cache, fetching it first when it is not there (and the Hub is reachable).
+fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let fix = |p: &mut std::path::PathBuf| -> anyhow::Result<()> {
+        *p = segdiff_cli::hub::resolve_model_location(p)
+            .with_context(|| format!("resolving {}", p.display()))?;
+        Ok(())
+    };
+    match command {
+        Command::Model(model_cmd::ModelCommand::Inspect { dir }) => fix(dir),
+        Command::Model(model_cmd::ModelCommand::Forward { model, .. }) => fix(model),
+        Command::Model(model_cmd::ModelCommand::Convert(_)) => Ok(()),
+        Command::Demo(a) => fix(&mut a.model).and_then(|()| fix(&mut a.segmenter)),
+        Command::Sample(a) => fix(&mut a.model),
+        Command::Eval(a) => {
+            fix(&mut a.model)?;
+            a.segmenter.as_mut().map_or(Ok(()), fix)
+        }
+        Command::Metrics(metrics_cmd::MetricsCommand::Fid(a)) => {
+            a.encoder.as_mut().map_or(Ok(()), fix)
+        }
+        Command::Segmenter(segmenter_cmd::SegmenterCommand::Predict(a)) => fix(&mut a.segmenter),
+        Command::Metrics(_) | Command::Prepare(_) | Command::Train(_) | Command::Segmenter(_) => {
+            Ok(())
         }
     }
 }

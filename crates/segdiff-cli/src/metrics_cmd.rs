@@ -17,11 +17,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use clap::{Args, Subcommand};
 use segdiff_eval::{
-    dice, frechet_terms, hausdorff_distance, load_segmenter, psnr, ssim, ClassScores, DiceConfig,
-    FeatureStats, HausdorffConfig, LabelMaps, MonaiUNet, SegmenterSpec, SsimConfig,
+    dice, frechet_terms, hausdorff_distance, inception_input, load_segmenter, psnr, ssim,
+    ClassScores, DiceConfig, FeatureStats, HausdorffConfig, InceptionV3, LabelMaps, MonaiUNet,
+    SegmenterSpec, SsimConfig,
 };
 use serde::Serialize;
 
@@ -37,7 +38,8 @@ pub enum MetricsCommand {
     /// PSNR and SSIM (scikit-image) between two folders of greyscale PNG images.
     PsnrSsim(ImageArgs),
     /// Fréchet distance (pytorch-fid formula) between two feature sets: safetensors files holding
-    /// an N×D tensor, or folders of greyscale PNG images encoded by a segmenter (`--encoder`).
+    /// an N×D tensor, or folders of PNG images encoded by a segmenter (`--encoder`) or by
+    /// Inception-v3 (`--inception-weights`).
     Fid(FidArgs),
 }
 
@@ -108,15 +110,28 @@ pub struct ImageArgs {
 #[derive(Debug, Args)]
 pub struct FidArgs {
     /// First feature set: a safetensors file (its only tensor, or the one named `features`,
-    /// N×D) or a folder of PNG images (needs `--encoder`).
+    /// N×D) or a folder of PNG images (needs `--encoder` or `--inception-weights`).
     #[arg(long, value_name = "FEATS_OR_DIR")]
     pub a: PathBuf,
     /// Second feature set, as `--a`.
     #[arg(long, value_name = "FEATS_OR_DIR")]
     pub b: PathBuf,
     /// Segmenter directory whose pooled bottleneck encodes image folders (always run in f32).
-    #[arg(long, value_name = "SEGMENTER_DIR")]
+    #[arg(
+        long,
+        value_name = "SEGMENTER_DIR",
+        conflicts_with = "inception_weights"
+    )]
     pub encoder: Option<PathBuf>,
+    /// Encode image folders with Inception-v3 instead: torchvision's `inception_v3` up to its
+    /// 2048-d average pool, weights from a `.safetensors` file with torchvision's state_dict
+    /// names (torchvision's IMAGENET1K_V1 converted to safetensors, or timm's
+    /// `inception_v3.tv_in1k` model.safetensors; `fc.*` and `AuxLogits.*` are ignored). PNGs
+    /// (8- or 16-bit, grey or RGB, any size) are scaled to [0, 1], resized to 299×299 (bilinear,
+    /// as pytorch-fid) and mapped to [-1, 1]. These are not pytorch-fid's TF-Inception weights:
+    /// compare the values only with FIDs computed the same way.
+    #[arg(long, value_name = "FILE")]
+    pub inception_weights: Option<PathBuf>,
     /// Images per encoder forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -686,12 +701,16 @@ struct FidReport {
     a: FeatureSource,
     b: FeatureSource,
     encoder: Option<PathBuf>,
+    /// Inception-v3 weights that encoded the image folders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inception_weights: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
 struct FeatureSource {
     path: PathBuf,
-    /// "features" (a safetensors file) or "images" (a folder encoded by the segmenter).
+    /// "features" (a safetensors file) or "images" (a folder encoded by the segmenter or by
+    /// Inception-v3).
     kind: &'static str,
     /// Tensor name inside the safetensors file.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -702,12 +721,20 @@ struct FeatureSource {
 
 fn fid_report(args: &FidArgs, device: &Device) -> Result<FidReport> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    let encoder = match &args.encoder {
-        Some(dir) => Some(
-            load_segmenter(dir, device)
-                .with_context(|| format!("loading the encoder {}", dir.display()))?,
-        ),
-        None => None,
+    let encoder = match (&args.encoder, &args.inception_weights) {
+        (Some(_), Some(_)) => {
+            bail!("--encoder and --inception-weights exclude each other: give one of them")
+        }
+        (Some(dir), None) => {
+            let segmenter = load_segmenter(dir, device)
+                .with_context(|| format!("loading the encoder {}", dir.display()))?;
+            Some(ImageEncoder::Segmenter(Box::new(segmenter)))
+        }
+        (None, Some(file)) => Some(ImageEncoder::Inception(Box::new(
+            InceptionV3::load(file, device)
+                .with_context(|| format!("loading Inception-v3 weights {}", file.display()))?,
+        ))),
+        (None, None) => None,
     };
     let (fa, sa) = load_features(&args.a, encoder.as_ref(), args.batch_size, device)?;
     let (fb, sb) = load_features(&args.b, encoder.as_ref(), args.batch_size, device)?;
@@ -732,24 +759,41 @@ fn fid_report(args: &FidArgs, device: &Device) -> Result<FidReport> {
         a: sa,
         b: sb,
         encoder: args.encoder.clone(),
+        inception_weights: args.inception_weights.clone(),
     })
+}
+
+/// What turns a folder of images into features (boxed: both are large structs of tensor
+/// handles).
+enum ImageEncoder {
+    /// A segmenter's pooled bottleneck.
+    Segmenter(Box<(MonaiUNet, SegmenterSpec)>),
+    /// Inception-v3's 2048-d pool output.
+    Inception(Box<InceptionV3>),
 }
 
 /// N×D features from a safetensors file, or from a folder of images through the encoder.
 fn load_features(
     path: &Path,
-    encoder: Option<&(MonaiUNet, SegmenterSpec)>,
+    encoder: Option<&ImageEncoder>,
     batch_size: usize,
     device: &Device,
 ) -> Result<(Tensor, FeatureSource)> {
     if path.is_dir() {
-        let Some((model, spec)) = encoder else {
-            bail!(
-                "{} is a folder: encoding images needs --encoder SEGMENTER_DIR",
+        let features = match encoder {
+            Some(ImageEncoder::Segmenter(segmenter)) => {
+                let (model, spec) = segmenter.as_ref();
+                encode_folder(path, model, spec, batch_size, device)?
+            }
+            Some(ImageEncoder::Inception(net)) => {
+                encode_folder_inception(path, net, batch_size, device)?
+            }
+            None => bail!(
+                "{} is a folder: encoding images needs --encoder SEGMENTER_DIR or \
+                 --inception-weights FILE",
                 path.display()
-            );
+            ),
         };
-        let features = encode_folder(path, model, spec, batch_size, device)?;
         let (count, dim) = features.dims2()?;
         return Ok((
             features,
@@ -840,6 +884,99 @@ fn encode_folder(
         let x = Tensor::from_vec(values, (chunk.len(), 1, h, w), device)?;
         let f = segdiff_eval::encode(model, &x, batch_size)
             .with_context(|| format!("encoding images of {}", dir.display()))?;
+        parts.push(f.to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// A PNG as `C×H×W` values in [0, 1] (8-bit / 255, 16-bit / 65535), C = 1 (grey) or 3 (RGB).
+fn read_image01(path: &Path) -> Result<(usize, usize, usize, Vec<f32>)> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("reading {}", path.display()))?
+        .decode()
+        .with_context(|| format!("decoding {}", path.display()))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let planar = |interleaved: Vec<f32>| -> Vec<f32> {
+        (0..3)
+            .flat_map(|c| (0..h * w).map(move |i| (c, i)))
+            .map(|(c, i)| interleaved[i * 3 + c])
+            .collect()
+    };
+    Ok(match img {
+        image::DynamicImage::ImageLuma8(b) => (
+            1,
+            h,
+            w,
+            b.into_raw()
+                .into_iter()
+                .map(|v| f32::from(v) / 255.0)
+                .collect(),
+        ),
+        image::DynamicImage::ImageLuma16(b) => (
+            1,
+            h,
+            w,
+            b.into_raw()
+                .into_iter()
+                .map(|v| f32::from(v) / 65535.0)
+                .collect(),
+        ),
+        image::DynamicImage::ImageRgb8(b) => (
+            3,
+            h,
+            w,
+            planar(
+                b.into_raw()
+                    .into_iter()
+                    .map(|v| f32::from(v) / 255.0)
+                    .collect(),
+            ),
+        ),
+        image::DynamicImage::ImageRgb16(b) => (
+            3,
+            h,
+            w,
+            planar(
+                b.into_raw()
+                    .into_iter()
+                    .map(|v| f32::from(v) / 65535.0)
+                    .collect(),
+            ),
+        ),
+        other => bail!(
+            "{}: {:?} image; expected an 8- or 16-bit grey or RGB PNG without alpha",
+            path.display(),
+            other.color()
+        ),
+    })
+}
+
+/// Inception-v3 pool features of every PNG in `dir` (sorted by name), `batch_size` images per
+/// forward pass; each image is resized to 299×299 on its own, so sizes may differ.
+fn encode_folder_inception(
+    dir: &Path,
+    net: &InceptionV3,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    let names = png_names(dir)?;
+    let mut parts = Vec::new();
+    for chunk in names.chunks(batch_size) {
+        let mut inputs = Vec::with_capacity(chunk.len());
+        for name in chunk {
+            let path = dir.join(name);
+            let (c, h, w, values) = read_image01(&path)?;
+            let x = Tensor::from_vec(values, (1, c, h, w), device)?;
+            inputs.push(
+                inception_input(&x)
+                    .with_context(|| format!("preparing {} for Inception-v3", path.display()))?,
+            );
+        }
+        let f = net
+            .forward(&Tensor::cat(&inputs, 0)?)
+            .with_context(|| format!("encoding images of {} with Inception-v3", dir.display()))?;
         parts.push(f.to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
     }
     Ok(Tensor::cat(&parts, 0)?)
@@ -1144,6 +1281,7 @@ mod tests {
             a: pa.clone(),
             b: pb.clone(),
             encoder: None,
+            inception_weights: None,
             batch_size: 4,
             json: true,
         };
@@ -1183,7 +1321,10 @@ mod tests {
             "{:#}",
             load_features(d.path(), None, 4, &Device::Cpu).unwrap_err()
         );
-        assert!(err.contains("--encoder"), "{err}");
+        assert!(
+            err.contains("--encoder") && err.contains("--inception-weights"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1225,6 +1366,7 @@ mod tests {
                 a: a.clone(),
                 b: b.clone(),
                 encoder: Some(seg.clone()),
+                inception_weights: None,
                 batch_size: 2,
                 json: true,
             },
@@ -1237,7 +1379,8 @@ mod tests {
         let (model, _) = load_segmenter(&seg, &Device::Cpu).unwrap();
         let x = Tensor::from_vec(raw, (5, 1, 8, 8), &Device::Cpu).unwrap();
         let by_hand = segdiff_eval::encode(&model, &x, 5).unwrap();
-        let (from_folder, _) = load_features(&a, Some(&(model, spec)), 2, &Device::Cpu).unwrap();
+        let encoder = ImageEncoder::Segmenter(Box::new((model, spec)));
+        let (from_folder, _) = load_features(&a, Some(&encoder), 2, &Device::Cpu).unwrap();
         // Batches of 2 vs 5 change the conv tiling, hence float rounding.
         let diff = (by_hand - from_folder)
             .unwrap()
@@ -1257,6 +1400,7 @@ mod tests {
                     a,
                     b,
                     encoder: Some(seg),
+                    inception_weights: None,
                     batch_size: 2,
                     json: true,
                 },
@@ -1265,6 +1409,107 @@ mod tests {
             .unwrap_err()
         );
         assert!(err.contains("big.png") && err.contains("8x8"), "{err}");
+    }
+
+    #[test]
+    fn fid_encodes_image_folders_with_inception() {
+        use candle_nn::{VarBuilder, VarMap};
+        let d = tempfile::tempdir().unwrap();
+        let weights = d.path().join("inception.safetensors");
+        let vm = VarMap::new();
+        InceptionV3::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        segdiff_eval::init_inception_seeded(&vm, 5).unwrap();
+        vm.save(&weights).unwrap();
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        for dir in [&a, &b, &c] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        for i in 0..2u32 {
+            let px: Vec<u8> = (0..80).map(|j| ((j * (i + 3) * 29) % 256) as u8).collect();
+            write_l8(&a.join(format!("{i}.png")), 10, 8, px.clone());
+            write_l8(&b.join(format!("{i}.png")), 10, 8, px);
+        }
+        // Another size, 16-bit grey and 8-bit RGB.
+        let grey16: Vec<u16> = (0..12 * 9).map(|j| (j * 601) as u16).collect();
+        write_l16(&c.join("g.png"), 12, 9, grey16);
+        let rgb: Vec<u8> = (0..7 * 6 * 3).map(|j| ((j * 53) % 256) as u8).collect();
+        image::RgbImage::from_raw(7, 6, rgb)
+            .unwrap()
+            .save(c.join("rgb.png"))
+            .unwrap();
+        let args = |other: &Path| FidArgs {
+            a: a.clone(),
+            b: other.to_path_buf(),
+            encoder: None,
+            inception_weights: Some(weights.clone()),
+            batch_size: 2,
+            json: true,
+        };
+        let same = fid_report(&args(&b), &Device::Cpu).unwrap();
+        assert_eq!((same.a.kind, same.a.count, same.a.dim), ("images", 2, 2048));
+        println!(
+            "identical folders: FID {:e}, Tr Σa {}",
+            same.fid, same.trace_a
+        );
+        assert!(same.trace_a > 0.0);
+        // Bit-identical features; what is left is the square root of the covariance product's
+        // near-zero eigenvalues (rank 1 in 2048 dimensions).
+        assert_eq!((same.mean_term, same.trace_a), (0.0, same.trace_b));
+        assert!(same.fid.abs() <= 1e-4 * same.trace_a, "{}", same.fid);
+        let json = serde_json::to_value(&same).unwrap();
+        assert_eq!(json["inception_weights"], weights.display().to_string());
+        let other = fid_report(&args(&c), &Device::Cpu).unwrap();
+        println!("different folders: FID {}", other.fid);
+        assert!(other.fid > 1e-3 * other.trace_a, "{}", other.fid);
+
+        let both = FidArgs {
+            encoder: Some(d.path().join("seg")),
+            ..args(&b)
+        };
+        let err = format!("{:#}", fid_report(&both, &Device::Cpu).unwrap_err());
+        assert!(err.contains("exclude each other"), "{err}");
+        let mut bad = std::collections::HashMap::new();
+        bad.insert(
+            "Conv2d_1a_3x3.conv.weight".to_string(),
+            Tensor::zeros((32, 3, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let bad_path = d.path().join("bad.safetensors");
+        candle_core::safetensors::save(&bad, &bad_path).unwrap();
+        let err = format!(
+            "{:#}",
+            fid_report(
+                &FidArgs {
+                    inception_weights: Some(bad_path),
+                    ..args(&b)
+                },
+                &Device::Cpu
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("bad.safetensors") && err.contains("missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn images_for_inception_are_planar_in_zero_one() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("rgb.png");
+        image::RgbImage::from_raw(2, 1, vec![255, 0, 51, 0, 102, 255])
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        let (c, h, w, v) = read_image01(&path).unwrap();
+        assert_eq!((c, h, w), (3, 1, 2));
+        assert_eq!(v, vec![1.0, 0.0, 0.0, 0.4, 0.2, 1.0]);
+        let path = d.path().join("la.png");
+        image::GrayAlphaImage::from_raw(1, 1, vec![3, 4])
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        let err = format!("{:#}", read_image01(&path).unwrap_err());
+        assert!(err.contains("la.png") && err.contains("alpha"), "{err}");
     }
 
     #[test]

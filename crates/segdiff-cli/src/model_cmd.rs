@@ -19,14 +19,16 @@ pub enum ModelCommand {
     /// Describe a model directory: its configuration in words, parameter count, FLOPs per
     /// forward at its sample size, weight file format and dtype.
     Inspect {
-        /// A diffusers model directory (holding `unet/`) or the `unet` folder itself.
+        /// A diffusers model directory (holding `unet/`) or the `unet` folder itself, or
+        /// `hf://owner/name[@revision][/folder]`.
         dir: PathBuf,
     },
     /// Run one forward pass on tensors read from a safetensors file: `x` (N,C,H,W) and
     /// `timestep` (N values, or one scalar for the whole batch); writes `eps`. A tool for checking
     /// ports and converted weights against a reference implementation.
     Forward {
-        /// A diffusers model directory (holding `unet/`) or the `unet` folder itself.
+        /// A diffusers model directory (holding `unet/`) or the `unet` folder itself, or
+        /// `hf://owner/name[@revision][/folder]`.
         #[arg(long)]
         model: PathBuf,
         /// safetensors file with `x` and `timestep`.

@@ -12,9 +12,10 @@ pub struct RuntimeArgs {
     /// CPU threads for tensor work (default: all cores).
     #[arg(long, global = true, env = "SEGDIFF_THREADS")]
     pub threads: Option<usize>,
-    /// Floating-point type of the model weights and activations: f32, bf16 or f16 (half
-    /// precision needs CUDA for most operations).
-    #[arg(long, global = true, default_value = "f32")]
+    /// Floating-point type of the denoiser's weights and activations: `auto` (f32 on the CPU;
+    /// on CUDA, bf16 for sampling and evaluation, as the official code's autocast does), f32,
+    /// bf16 or f16. Training always runs in f32; candle's CPU backend has no bf16 matmul.
+    #[arg(long, global = true, default_value = "auto")]
     pub dtype: String,
     /// Read this subcommand's options from a TOML file (a `[train]`, `[sample]`, … table whose
     /// keys are the long flags); flags on the command line win.
@@ -29,7 +30,10 @@ pub struct RuntimeArgs {
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub device: Device,
+    /// The explicit `--dtype`, or f32 for `auto`.
     pub dtype: DType,
+    /// `--dtype auto` was in force.
+    pub dtype_auto: bool,
 }
 
 impl Runtime {
@@ -45,10 +49,22 @@ impl Runtime {
                 .build_global()
                 .context("--threads: the thread pool was already started")?;
         }
+        let dtype = parse_dtype(&args.dtype)?;
         Ok(Self {
             device: parse_device(&args.device)?,
-            dtype: parse_dtype(&args.dtype)?,
+            dtype: dtype.unwrap_or(DType::F32),
+            dtype_auto: dtype.is_none(),
         })
+    }
+
+    /// The denoiser's dtype for generation: the explicit `--dtype`, else bf16 on CUDA and f32
+    /// on the CPU.
+    pub fn sampling_dtype(&self) -> DType {
+        if self.dtype_auto && self.device.is_cuda() {
+            DType::BF16
+        } else {
+            self.dtype
+        }
     }
 }
 
@@ -72,12 +88,40 @@ pub fn parse_device(s: &str) -> Result<Device> {
     Device::new_cuda(ordinal).with_context(|| format!("--device {s}: cannot open the GPU"))
 }
 
-/// `f32`, `bf16` or `f16`.
-pub fn parse_dtype(s: &str) -> Result<DType> {
+/// `auto` (`None`), `f32`, `bf16` or `f16`.
+pub fn parse_dtype(s: &str) -> Result<Option<DType>> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" | "half" => Ok(DType::F16),
-        other => bail!("--dtype {other}: expected f32, bf16 or f16"),
+        "auto" => Ok(None),
+        "f32" | "float32" => Ok(Some(DType::F32)),
+        "bf16" | "bfloat16" => Ok(Some(DType::BF16)),
+        "f16" | "float16" | "half" => Ok(Some(DType::F16)),
+        other => bail!("--dtype {other}: expected auto, f32, bf16 or f16"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_dtype_is_f32_on_the_cpu() {
+        assert_eq!(parse_dtype("auto").unwrap(), None);
+        assert_eq!(parse_dtype("BF16").unwrap(), Some(DType::BF16));
+        assert!(parse_dtype("f64")
+            .unwrap_err()
+            .to_string()
+            .contains("auto, f32"));
+        let rt = Runtime {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            dtype_auto: true,
+        };
+        assert_eq!(rt.sampling_dtype(), DType::F32);
+        let rt = Runtime {
+            dtype: DType::F16,
+            dtype_auto: false,
+            ..rt
+        };
+        assert_eq!(rt.sampling_dtype(), DType::F16);
     }
 }

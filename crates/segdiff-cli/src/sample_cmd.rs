@@ -21,7 +21,8 @@ use crate::runtime::Runtime;
 /// (N×C×H×W float32 in [0, 1], in mask order).
 #[derive(Debug, clap::Args)]
 pub struct SampleArgs {
-    /// Model directory (diffusers layout; official checkpoints work as they are).
+    /// Model directory (diffusers layout; official checkpoints work as they are), or
+    /// `hf://owner/name[@revision][/folder]` on the Hugging Face Hub.
     #[arg(long)]
     pub model: PathBuf,
     /// A mask PNG (class ids) or a folder of them.
@@ -107,7 +108,7 @@ fn scheduler_kind(s: &str) -> Result<SchedulerKind> {
 }
 
 pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
-    let model = load_model_dir(&args.model, rt.dtype, &rt.device)
+    let model = load_model_dir(&args.model, rt.sampling_dtype(), &rt.device)
         .with_context(|| format!("loading the model in {}", args.model.display()))?;
     let meta = &model.meta;
     let mut names: Vec<String> = Vec::new();

@@ -88,7 +88,8 @@ pub struct SegmenterTrainArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SegmenterPredictArgs {
-    /// Segmenter folder written by `segdiff segmenter train` (or `segdiff eval`).
+    /// Segmenter folder written by `segdiff segmenter train` (or `segdiff eval`), or
+    /// `hf://owner/name[@revision][/folder]`.
     #[arg(long, value_name = "DIR")]
     pub segmenter: PathBuf,
     /// A PNG image or a folder of them (8- or 16-bit grey, or RGB for 3-channel segmenters).

@@ -226,7 +226,7 @@ pub fn unet_config(
 }
 
 pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
-    if rt.dtype != DType::F32 {
+    if !rt.dtype_auto && rt.dtype != DType::F32 {
         bail!("training runs in f32 (got --dtype {:?})", rt.dtype);
     }
     let guided = !args.unconditional;

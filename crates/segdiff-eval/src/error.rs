@@ -75,6 +75,14 @@ pub enum EvalError {
         path: PathBuf,
         source: candle_core::Error,
     },
+    /// A weight file whose tensors do not match the network; every problem is listed.
+    #[error("{path}: the tensors do not match {network}: {problems}")]
+    WeightMismatch {
+        path: PathBuf,
+        network: &'static str,
+        /// Boxed: the lists would make every `Result` of this crate larger.
+        problems: Box<WeightProblems>,
+    },
     /// Writing a file or folder failed.
     #[error("writing {path}")]
     Write {
@@ -141,6 +149,63 @@ impl From<segdiff_data::DataError> for EvalError {
 impl From<segdiff_diffusion::DiffusionError> for EvalError {
     fn from(e: segdiff_diffusion::DiffusionError) -> Self {
         Self::Diffusion(Box::new(e))
+    }
+}
+
+/// A tensor whose shape differs from the network's: (name, expected shape, shape found).
+pub type MisShapedTensor = (String, Vec<usize>, Vec<usize>);
+
+/// What is wrong with a weight file, by tensor name (sorted within each list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WeightProblems {
+    /// Tensors the network needs that the file lacks.
+    pub missing: Vec<String>,
+    pub mis_shaped: Vec<MisShapedTensor>,
+    /// Tensors of the file that the network does not use (and does not knowingly ignore).
+    pub unexpected: Vec<String>,
+}
+
+impl WeightProblems {
+    /// No problem at all.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.mis_shaped.is_empty() && self.unexpected.is_empty()
+    }
+}
+
+impl std::fmt::Display for WeightProblems {
+    /// The counts, with the first few names of each kind.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 5;
+        let list = |names: Vec<String>| {
+            let more = names.len().saturating_sub(SHOWN);
+            let mut text = names.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
+            if more > 0 {
+                text.push_str(&format!(" and {more} more"));
+            }
+            text
+        };
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            let names = list(self.missing.clone());
+            parts.push(format!("{} missing ({names})", self.missing.len()));
+        }
+        if !self.mis_shaped.is_empty() {
+            let shown = self
+                .mis_shaped
+                .iter()
+                .map(|(n, want, got)| format!("{n}: expected {want:?}, found {got:?}"))
+                .collect();
+            parts.push(format!(
+                "{} mis-shaped ({})",
+                self.mis_shaped.len(),
+                list(shown)
+            ));
+        }
+        if !self.unexpected.is_empty() {
+            let names = list(self.unexpected.clone());
+            parts.push(format!("{} unexpected ({names})", self.unexpected.len()));
+        }
+        f.write_str(&parts.join("; "))
     }
 }
 

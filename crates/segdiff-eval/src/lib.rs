@@ -6,7 +6,9 @@
 //!   semantics) on [`LabelMaps`], giving per-sample, per-class [`ClassScores`].
 //! - Image quality: [`psnr`] and [`ssim`] (scikit-image semantics), and FID
 //!   ([`frechet_distance`] on [`FeatureStats`], pytorch-fid's formula) over features such as
-//!   [`MonaiUNet::encode_features`].
+//!   [`MonaiUNet::encode_features`] or, optionally, torchvision's Inception-v3 pool features
+//!   ([`InceptionV3`], loaded from torchvision-named safetensors; preprocessing in
+//!   [`inception_input`]).
 //! - The segmenter itself: [`train_segmenter`] (Dice+CE, AdamW, cosine lr, seeded) on in-memory
 //!   [`SegData`], saved as a directory ([`save_segmenter`] / [`load_segmenter`], described by a
 //!   [`SegmenterSpec`]) and used through batched [`predict`] and [`encode`].
@@ -29,6 +31,7 @@ pub mod fid;
 mod gradient_check;
 pub mod hausdorff;
 pub mod image_quality;
+pub mod inception;
 mod label_maps;
 pub mod monai_unet;
 pub mod paper_eval;
@@ -40,10 +43,14 @@ pub mod split_data;
 
 pub use class_scores::ClassScores;
 pub use dice::{dice, DiceConfig};
-pub use error::{EvalError, Result};
+pub use error::{EvalError, MisShapedTensor, Result, WeightProblems};
 pub use fid::{fid_from_features, frechet_distance, frechet_terms, FeatureStats, FrechetTerms};
 pub use hausdorff::{binary_hausdorff, hausdorff_distance, HausdorffConfig};
 pub use image_quality::{psnr, ssim, SsimConfig, SsimWindow};
+pub use inception::{
+    inception_input, init_inception_seeded, resize_bilinear, InceptionV3, INCEPTION_FEATURE_DIM,
+    INCEPTION_INPUT_SIZE,
+};
 pub use label_maps::LabelMaps;
 pub use monai_unet::{init_weights_seeded, MonaiUNet, MonaiUNetConfig};
 pub use seg_loss::{dice_ce_loss, one_hot, DiceCeLoss, DiceCeLossConfig};

@@ -45,7 +45,10 @@ pub struct PaperEvalConfig {
     pub seed: u64,
     /// How both segmenters are trained.
     pub recipe: SegmenterRecipe,
-    /// Images per segmenter forward pass when predicting and encoding.
+    /// Also compute FID in Inception-v3's pool feature space, with torchvision-named weights
+    /// from this `.safetensors` file (see [`crate::InceptionV3::load`]).
+    pub inception_weights: Option<PathBuf>,
+    /// Images per segmenter (and Inception-v3) forward pass when predicting and encoding.
     pub inference_batch_size: usize,
     /// Weight dtype of the diffusion model (segmenters always run in f32).
     pub dtype: DType,
@@ -73,6 +76,7 @@ impl PaperEvalConfig {
             sampling: SamplingSettings::paper(),
             seed: 0,
             recipe: SegmenterRecipe::default(),
+            inception_weights: None,
             inference_batch_size: 16,
             dtype: DType::F32,
             device: Device::Cpu,

@@ -10,7 +10,9 @@
 //! 4. Table 1: a fresh segmenter trained only on the generated training images (same recipe,
 //!    same validation split) against the real-trained one, both scored on the real test split;
 //! 5. FID in the real-trained segmenter's pooled bottleneck feature space (generated vs real
-//!    test images), PSNR/SSIM against the paired real images, HD95 of the segmentations.
+//!    test images), and, when weights are given ([`PaperEvalConfig::inception_weights`]), FID
+//!    in Inception-v3's pool feature space ([`crate::InceptionV3`]); PSNR/SSIM against the
+//!    paired real images, HD95 of the segmentations.
 //!
 //! Generated images are scored as they are saved: 8-bit PNGs read back to `[-1, 1]`.
 //! Unconditional models get FID and Table 1 (their generated training images are labelled by
@@ -29,7 +31,10 @@ mod setup;
 mod sheet;
 mod stages;
 
+use std::path::Path;
 use std::time::Instant;
+
+use candle_core::Tensor;
 
 use segdiff_diffusion::sampler::{Shard, UnetDenoiser};
 
@@ -39,6 +44,7 @@ use crate::error::{EvalError, Result};
 use crate::fid::{frechet_distance, FeatureStats};
 use crate::hausdorff::{hausdorff_distance, HausdorffConfig};
 use crate::image_quality::{psnr, ssim, SsimConfig};
+use crate::inception::{InceptionV3, INCEPTION_FEATURE_DIM};
 use crate::png_files::write_label_png;
 use crate::segmenter::{encode, predict};
 use crate::segmenter_training::SegData;
@@ -48,9 +54,9 @@ pub use config::{PaperEvalConfig, QUICK_MAX_IMAGES, QUICK_SAMPLING_STEPS, QUICK_
 use generation::{generate, read_generated, Generator};
 pub use generation::{scheduler_name, GenerationCount, SamplingSettings, GENERATION_FILE};
 pub use report::{
-    ClassTable, ClassValue, DataSummary, FidSummary, ImageSimilarity, MaskFaithfulness,
-    ModelSummary, PaperEvalReport, SampleRecord, SamplingSummary, SegmenterSummary, StageTiming,
-    SyntheticTraining, REPORT_JSON, REPORT_MD,
+    ClassTable, ClassValue, DataSummary, FidSummary, ImageSimilarity, InceptionFidSummary,
+    MaskFaithfulness, ModelSummary, PaperEvalReport, SampleRecord, SamplingSummary,
+    SegmenterSummary, StageTiming, SyntheticTraining, REPORT_JSON, REPORT_MD,
 };
 use segmenters::{real_segmenter, recipe_differences, train_into};
 use setup::{jobs, setup, tensor, Setup};
@@ -158,6 +164,11 @@ pub fn run_paper_eval(
     progress: &mut dyn FnMut(&EvalProgress),
 ) -> Result<PaperEvalRun> {
     let started = Instant::now();
+    // Read before any long stage, so that a bad weight file fails at once.
+    let inception = match &cfg.inception_weights {
+        Some(path) => Some((InceptionV3::load(path, &cfg.device)?, path)),
+        None => None,
+    };
     let mut stages = Stages {
         progress,
         timings: Vec::new(),
@@ -291,7 +302,7 @@ pub fn run_paper_eval(
     })?;
 
     // FID, PSNR/SSIM, HD95.
-    let (fid, similarity, hd95, per_pair) = stages.run(Stage::ImageQuality, |advance| {
+    let (fid, ifid, similarity, hd95, per_pair) = stages.run(Stage::ImageQuality, |advance| {
         let fid = if n_test >= 2 {
             let a = FeatureStats::from_tensor(&encode(&real.model, &gen_test_t, ibs)?)?;
             let b = FeatureStats::from_tensor(&encode(&real.model, &real_test_t, ibs)?)?;
@@ -304,6 +315,12 @@ pub fn run_paper_eval(
             })
         } else {
             None
+        };
+        let ifid = match &inception {
+            Some((net, path)) if n_test >= 2 => {
+                Some(inception_fid(net, path, &gen_test_t, &real_test_t, ibs)?)
+            }
+            _ => None,
         };
         advance(1, 3, "FID".into());
         let (similarity, per_pair) = if guided {
@@ -321,7 +338,7 @@ pub fn run_paper_eval(
             None
         };
         advance(3, 3, "HD95".into());
-        Ok((fid, similarity, hd95, per_pair))
+        Ok((fid, ifid, similarity, hd95, per_pair))
     })?;
     if fid.is_none() {
         skipped.push(format!(
@@ -352,6 +369,23 @@ pub fn run_paper_eval(
                 f.generated, f.real, f.feature_dim
             ));
         }
+    }
+    if let Some(f) = &ifid {
+        notes.push(format!(
+            "The Inception FID uses torchvision's Inception-v3 with the weights in {}: with \
+             torchvision's ImageNet weights it is not pytorch-fid's TensorFlow-Inception FID, so \
+             compare it only with FIDs computed the same way{}.",
+            f.weights,
+            if f.generated.min(f.real) <= f.feature_dim {
+                format!(
+                    "; from {} generated and {} real images in {} dimensions it is biased upward \
+                     (rank-deficient covariances)",
+                    f.generated, f.real, f.feature_dim
+                )
+            } else {
+                String::new()
+            }
+        ));
     }
     match &s.val {
         Some(v) => notes.push(format!(
@@ -430,6 +464,7 @@ pub fn run_paper_eval(
         table2,
         table1,
         fid,
+        inception_fid: ifid,
         image_similarity: similarity,
         hd95,
         samples,
@@ -439,6 +474,31 @@ pub fn run_paper_eval(
         total_seconds: started.elapsed().as_secs_f64(),
     };
     Ok(PaperEvalRun { report, sheet })
+}
+
+/// FID of generated vs real test images (`[-1, 1]`, as the segmenters see them) in
+/// Inception-v3's pool feature space, `batch_size` images per forward pass.
+fn inception_fid(
+    net: &InceptionV3,
+    weights: &Path,
+    generated: &Tensor,
+    real: &Tensor,
+    batch_size: usize,
+) -> Result<InceptionFidSummary> {
+    // Inception-v3 takes images in [0, 1].
+    let stats = |t: &Tensor| {
+        FeatureStats::from_tensor(&net.features_batched(&t.affine(0.5, 0.5)?, batch_size)?)
+    };
+    let a = stats(generated)?;
+    let b = stats(real)?;
+    let value = frechet_distance(&a, &b)?;
+    Ok(InceptionFidSummary {
+        fid: Some(value).filter(|v| v.is_finite()),
+        weights: weights.display().to_string(),
+        feature_dim: INCEPTION_FEATURE_DIM,
+        generated: a.count(),
+        real: b.count(),
+    })
 }
 
 /// PSNR and SSIM of each generated test image against its real image, at 8 bits.

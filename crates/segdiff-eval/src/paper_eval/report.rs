@@ -175,6 +175,32 @@ pub struct FidSummary {
     pub real: usize,
 }
 
+/// FID between generated and real test images in Inception-v3's pool feature space
+/// (torchvision's architecture, weights from [`weights`](Self::weights)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InceptionFidSummary {
+    pub fid: Option<f64>,
+    /// The `.safetensors` file the Inception-v3 weights came from.
+    pub weights: String,
+    /// 2048: the pool output.
+    pub feature_dim: usize,
+    pub generated: usize,
+    pub real: usize,
+}
+
+impl InceptionFidSummary {
+    /// Its row in the report's image-quality table.
+    fn markdown_row(&self) -> String {
+        row([
+            format!(
+                "FID (Inception-v3 pool, {} features, weights `{}`; {} generated vs {} real)",
+                self.feature_dim, self.weights, self.generated, self.real
+            ),
+            fmt(self.fid, 3),
+        ])
+    }
+}
+
 /// Paired image similarity of generated and real test images (8-bit, data range 255).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageSimilarity {
@@ -226,6 +252,9 @@ pub struct PaperEvalReport {
     pub table2: Option<MaskFaithfulness>,
     pub table1: SyntheticTraining,
     pub fid: Option<FidSummary>,
+    /// Only when Inception-v3 weights were given (absent from `report.json` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inception_fid: Option<InceptionFidSummary>,
     pub image_similarity: Option<ImageSimilarity>,
     /// HD95 in pixels of seg(generated) vs the input mask.
     pub hd95: Option<ClassTable>,
@@ -409,6 +438,9 @@ impl PaperEvalReport {
             ])),
             None => md.push_str("| FID | not computed |\n"),
         }
+        if let Some(f) = &self.inception_fid {
+            md.push_str(&f.markdown_row());
+        }
         match &self.image_similarity {
             Some(q) => {
                 md.push_str(&row([
@@ -527,5 +559,23 @@ mod tests {
         assert_eq!(empty.classes[0].samples, 0);
         let md = class_header("x", &t) + &class_row("row", &t, 2);
         assert!(md.contains("| row | 0.50 | ∞ | ∞ |"), "{md}");
+    }
+
+    #[test]
+    fn inception_fid_row_names_features_weights_and_counts() {
+        let f = InceptionFidSummary {
+            fid: Some(12.34567),
+            weights: "inc.safetensors".into(),
+            feature_dim: 2048,
+            generated: 3,
+            real: 4,
+        };
+        assert_eq!(
+            f.markdown_row(),
+            "| FID (Inception-v3 pool, 2048 features, weights `inc.safetensors`; 3 generated vs \
+             4 real) | 12.346 |\n"
+        );
+        let none = InceptionFidSummary { fid: None, ..f };
+        assert!(none.markdown_row().ends_with("| — |\n"));
     }
 }
