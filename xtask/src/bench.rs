@@ -392,7 +392,7 @@ pub fn run(
     out: &Path,
 ) -> Result<()> {
     let torch_section = match torch {
-        Some((python, torch_runs)) => Some(torch::section(python, torch_runs)?),
+        Some((python, torch_runs)) => Some(torch::section(python, torch_runs, None)?),
         None => torch::existing_section(out),
     };
     let runs = runs.max(1);

@@ -15,6 +15,12 @@ mod weights;
 use std::path::PathBuf;
 
 use anyhow::Result;
+
+// The allocator the `segdiff` binary ships with, so that benchmarks time what users run: with
+// glibc's, page faults from returning large tensor buffers to the kernel took a third of the
+// MONAI segmenter's forward.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -62,6 +68,10 @@ enum Command {
         /// training step), at most `--runs`.
         #[arg(long, default_value_t = 3)]
         torch_heavy_runs: usize,
+        /// Only the PyTorch-comparison cases whose name contains this text, printed instead of
+        /// written to the report (to check one change quickly).
+        #[arg(long, requires = "torch", value_name = "TEXT")]
+        torch_case: Option<String>,
         /// Internal: peak RSS of loading MODEL and two forwards on INPUTS, in a fresh process.
         #[arg(long, hide = true, num_args = 2, value_names = ["MODEL", "INPUTS"])]
         peak_rss_child: Option<Vec<PathBuf>>,
@@ -100,6 +110,7 @@ fn main() -> Result<()> {
             torch,
             torch_only,
             torch_heavy_runs,
+            torch_case,
             ..
         } => {
             let torch_runs = bench::torch::Runs {
@@ -108,6 +119,11 @@ fn main() -> Result<()> {
             };
             let out = workspace_root().join(out);
             match torch {
+                Some(python) if torch_case.is_some() => bench::torch::print_cases(
+                    &python,
+                    torch_runs,
+                    torch_case.as_deref().unwrap_or_default(),
+                ),
                 Some(python) if torch_only => bench::torch::update(&python, torch_runs, &out),
                 python => bench::run(
                     runs,

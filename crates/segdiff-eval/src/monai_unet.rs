@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, VarBuilder, VarMap};
+use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use segdiff_unet::cpu_kernels;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
@@ -187,19 +188,18 @@ impl MonaiUNetConfig {
     }
 }
 
-/// Instance normalisation without affine parameters (biased variance), in differentiable ops.
+/// Instance normalisation without affine parameters (biased variance): GroupNorm with one
+/// group per channel, on segdiff's fused CPU kernel (candle's ops elsewhere).
 fn instance_norm(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let flat = x.reshape((n, c, h * w))?;
-    let mean = flat.mean_keepdim(2)?;
-    let centered = flat.broadcast_sub(&mean)?;
-    let var = centered.sqr()?.mean_keepdim(2)?;
-    centered
-        .broadcast_div(&(var + INSTANCE_NORM_EPS)?.sqrt()?)?
-        .reshape((n, c, h, w))
+    let c = x.dim(1)?;
+    let ones = Tensor::ones(c, x.dtype(), x.device())?;
+    let zeros = Tensor::zeros(c, x.dtype(), x.device())?;
+    cpu_kernels::group_norm(x, &ones, &zeros, c, INSTANCE_NORM_EPS, false)
 }
 
 /// `PReLU(x) = max(0, x) + a·min(0, x)` with one slope, from ops that all have gradients.
+/// (A fused single-pass op of our own was slower: candle's element-wise ops share its thread
+/// pool with the ops around them.)
 fn prelu(x: &Tensor, slope: &Tensor) -> candle_core::Result<Tensor> {
     let pos = x.relu()?;
     let neg = (x - &pos)?;
@@ -225,10 +225,38 @@ impl Adn {
     }
 }
 
+/// A (transposed) convolution's parameters, run on segdiff's CPU kernels (candle's ops on other
+/// devices). The layers are created by candle-nn, so names and initialisation are candle-nn's.
 #[derive(Debug, Clone)]
-enum ConvOp {
-    Down(Conv2d),
-    Up(ConvTranspose2d),
+struct ConvOp {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+    /// `Some(output_padding)` for a transposed convolution.
+    transposed: Option<usize>,
+}
+
+impl ConvOp {
+    fn conv(c: candle_nn::Conv2d, stride: usize, padding: usize) -> Self {
+        Self {
+            weight: c.weight().clone(),
+            bias: c.bias().cloned(),
+            stride,
+            padding,
+            transposed: None,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let b = self.bias.as_ref();
+        match self.transposed {
+            None => cpu_kernels::conv2d(x, &self.weight, b, self.stride, self.padding),
+            Some(op) => {
+                cpu_kernels::conv_transpose2d(x, &self.weight, b, self.stride, self.padding, op)
+            }
+        }
+    }
 }
 
 /// MONAI `Convolution`: a (transposed) conv, then ADN unless conv-only.
@@ -259,13 +287,20 @@ impl Convolution {
                 dilation: 1,
             };
             let vbc = vb.pp("conv");
-            ConvOp::Up(if s.bias {
+            let layer = if s.bias {
                 candle_nn::conv_transpose2d(s.in_ch, s.out_ch, s.kernel, cfg, vbc)?
             } else {
                 candle_nn::conv_transpose2d_no_bias(s.in_ch, s.out_ch, s.kernel, cfg, vbc)?
-            })
+            };
+            ConvOp {
+                weight: layer.weight().clone(),
+                bias: layer.bias().cloned(),
+                stride: s.stride,
+                padding,
+                transposed: Some(s.stride - 1),
+            }
         } else {
-            ConvOp::Down(conv2d(
+            conv2d(
                 s.in_ch,
                 s.out_ch,
                 s.kernel,
@@ -273,7 +308,7 @@ impl Convolution {
                 s.stride,
                 s.bias,
                 vb.pp("conv"),
-            )?)
+            )?
         };
         let adn = if s.conv_only {
             None
@@ -284,10 +319,7 @@ impl Convolution {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.conv {
-            ConvOp::Down(c) => c.forward(x)?,
-            ConvOp::Up(c) => c.forward(x)?,
-        };
+        let y = self.conv.forward(x)?;
         match &self.adn {
             Some(adn) => adn.forward(&y),
             None => Ok(y),
@@ -303,17 +335,18 @@ fn conv2d(
     stride: usize,
     bias: bool,
     vb: VarBuilder,
-) -> candle_core::Result<Conv2d> {
+) -> candle_core::Result<ConvOp> {
     let cfg = Conv2dConfig {
         padding,
         stride,
         ..Default::default()
     };
-    if bias {
-        candle_nn::conv2d(in_ch, out_ch, kernel, cfg, vb)
+    let layer = if bias {
+        candle_nn::conv2d(in_ch, out_ch, kernel, cfg, vb)?
     } else {
-        candle_nn::conv2d_no_bias(in_ch, out_ch, kernel, cfg, vb)
-    }
+        candle_nn::conv2d_no_bias(in_ch, out_ch, kernel, cfg, vb)?
+    };
+    Ok(ConvOp::conv(layer, stride, padding))
 }
 
 /// MONAI `ResidualUnit`: `subunits` Convolutions under `conv.unit{i}` plus a residual that is
@@ -321,7 +354,7 @@ fn conv2d(
 #[derive(Debug, Clone)]
 struct ResidualUnit {
     units: Vec<Convolution>,
-    residual: Option<Conv2d>,
+    residual: Option<ConvOp>,
 }
 
 struct ResidualSpec {

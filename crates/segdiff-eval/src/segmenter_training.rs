@@ -822,7 +822,8 @@ mod tests {
 
     #[test]
     fn divergence_names_the_step_and_keeps_the_best_epoch() -> Result<()> {
-        // A learning rate of 1e30 blows the weights up after the first update.
+        // A learning rate of 1e10 blows the weights up within a few updates (1e20 and more
+        // overflow the instance norm already in epoch 1's validation).
         let (n, h, w) = (4, 8, 8);
         let masks: Vec<u32> = (0..n * h * w).map(|i| u32::from(i % 7 == 0)).collect();
         let img: Vec<f32> = masks.iter().map(|&m| m as f32 * 2.0 - 1.0).collect();
@@ -831,7 +832,7 @@ mod tests {
             SegmenterTrainOptions::new(MonaiUNetConfig::new(1, 2, vec![4, 8], vec![2], 0));
         opts.batch_size = 4;
         opts.epochs = 5;
-        opts.lr = 1e30;
+        opts.lr = 1e10;
         // Epoch 1 ends with finite (huge) weights; a later training step or validation pass
         // overflows.
         let err = train_segmenter(&data, Some(&data), &opts, |_| {}).unwrap_err();

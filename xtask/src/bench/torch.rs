@@ -156,7 +156,7 @@ impl Runs {
 
 /// Re-measures only the PyTorch section of `out` (replacing it, or appending it when absent).
 pub fn update(python: &Path, runs: Runs, out: &Path) -> Result<()> {
-    let section = section(python, runs)?;
+    let section = section(python, runs, None)?;
     let old = std::fs::read_to_string(out).unwrap_or_default();
     let text = replace_section(&old, &section);
     let tmp = out.with_extension("md.tmp");
@@ -202,8 +202,17 @@ fn script() -> PathBuf {
     crate::workspace_root().join("bench").join("torch_bench.py")
 }
 
-/// Runs every case and returns the Markdown section (between the markers).
-pub fn section(python: &Path, runs: Runs) -> Result<String> {
+/// Runs the cases whose name contains `only` and prints their table, leaving the report alone
+/// (for checking one change quickly).
+pub fn print_cases(python: &Path, runs: Runs, only: &str) -> Result<()> {
+    println!("{}", section(python, runs, Some(only))?);
+    Ok(())
+}
+
+/// Runs every case (or those whose name contains `only`) and returns the Markdown section
+/// (between the markers).
+pub fn section(python: &Path, runs: Runs, only: Option<&str>) -> Result<String> {
+    let want = |name: &str| only.is_none_or(|o| name.contains(o));
     let threads = rayon::current_num_threads();
     let script = script();
     ensure!(script.is_file(), "{} is missing", script.display());
@@ -223,12 +232,14 @@ pub fn section(python: &Path, runs: Runs) -> Result<String> {
     eprintln!("torch bench: writing the paper UNet's weights");
     save_unet(&paper_dir, &paper, &synthetic_parameters(&paper)?)
         .context("writing the paper UNet's weights")?;
-    rows.push(peak_memory(python, &script, threads, &paper_dir, dir)?);
+    if want("peak RSS") {
+        rows.push(peak_memory(python, &script, threads, &paper_dir, dir)?);
+    }
     let fwd = [
         ("paper UNet forward, 256², batch 1", 1, runs.runs),
         ("paper UNet forward, 256², batch 4", 4, runs.heavy()),
     ];
-    for (name, batch, n) in fwd {
+    for (name, batch, n) in fwd.into_iter().filter(|c| want(c.0)) {
         rows.push(unet_forward(
             &mut worker,
             name,
@@ -238,30 +249,38 @@ pub fn section(python: &Path, runs: Runs) -> Result<String> {
             dir,
         )?);
     }
-    rows.push(unet_train(
-        &mut worker,
-        "paper UNet train step, 256², batch 2",
-        &paper,
-        &paper_dir,
-        2,
-        runs.heavy(),
-        dir,
-    )?);
+    let paper_train = "paper UNet train step, 256², batch 2";
+    if want(paper_train) {
+        rows.push(unet_train(
+            &mut worker,
+            paper_train,
+            &paper,
+            &paper_dir,
+            2,
+            runs.heavy(),
+            dir,
+        )?);
+    }
     let small = UNet2DConfig::with_channels(64, 2, 1, &[32, 32, 64, 64, 128, 128], 32);
     let small_dir = dir.join("small");
     save_unet(&small_dir, &small, &synthetic_parameters(&small)?)
         .context("writing the small UNet's weights")?;
-    rows.push(unet_train(
-        &mut worker,
-        "small UNet train step, 64², batch 16",
-        &small,
-        &small_dir,
-        16,
-        runs.runs,
-        dir,
-    )?);
+    let small_train = "small UNet train step, 64², batch 16";
+    if want(small_train) {
+        rows.push(unet_train(
+            &mut worker,
+            small_train,
+            &small,
+            &small_dir,
+            16,
+            runs.runs,
+            dir,
+        )?);
+    }
     for nru in [0, 2] {
-        rows.push(monai_forward(&mut worker, nru, runs.light(), dir)?);
+        if want(&format!("MONAI UNet forward, num_res_units {nru}")) {
+            rows.push(monai_forward(&mut worker, nru, runs.light(), dir)?);
+        }
     }
     drop(worker);
     let load_after = load_average();

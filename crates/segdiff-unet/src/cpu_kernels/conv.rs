@@ -300,3 +300,125 @@ impl CustomOp1 for BiasGrad {
         }
     }
 }
+
+/// `conv_transpose2d(x, weight) + bias` like PyTorch's `F.conv_transpose2d` with groups 1 and
+/// dilation 1: `x` `[N, C_in, H, W]`, `weight` `[C_in, C_out, k, k]`, `bias` `[C_out]`; the
+/// output is `(H − 1)·stride − 2·padding + k + output_padding` high (and wide). Differentiable
+/// with respect to all three.
+///
+/// A transposed convolution is the input gradient of the convolution whose weight is the same
+/// tensor: it runs on that GEMM kernel, and its own gradients are that convolution's forward
+/// (for `x`) and weight gradient (for `weight`).
+pub fn conv_transpose2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    output_padding: usize,
+) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let k = weight.dim(2)?;
+    let out =
+        |n: usize| (n.saturating_sub(1) * stride + k + output_padding).checked_sub(2 * padding);
+    let (Some(oh), Some(ow)) = (out(h), out(w)) else {
+        return Err(Error::Msg(format!(
+            "conv_transpose2d: input {:?} with kernel {k}, stride {stride}, padding {padding} \
+             has no output",
+            x.dims()
+        )));
+    };
+    if output_padding >= stride.max(1) {
+        return Err(Error::Msg(format!(
+            "conv_transpose2d: output_padding {output_padding} must be below the stride {stride}"
+        )));
+    }
+    let y = if runs_fast(x, weight) {
+        x.apply_op2(
+            weight,
+            TransposedConv {
+                stride,
+                padding,
+                h: oh,
+                w: ow,
+            },
+        )?
+    } else {
+        x.conv_transpose2d(weight, padding, output_padding, stride, 1)?
+    };
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// `conv_transpose2d(x, w)` to an `h`×`w` output (CustomOp2 over x, w).
+#[derive(Debug, Clone, Copy)]
+struct TransposedConv {
+    stride: usize,
+    padding: usize,
+    h: usize,
+    w: usize,
+}
+
+impl TransposedConv {
+    fn as_input_grad(&self) -> InputGrad {
+        InputGrad {
+            stride: self.stride,
+            padding: self.padding,
+            h: self.h,
+            w: self.w,
+        }
+    }
+}
+
+impl CustomOp2 for TransposedConv {
+    fn name(&self) -> &'static str {
+        "segdiff-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.as_input_grad().cpu_fwd(s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = if x.track_op() {
+            let zeros = Tensor::zeros(w.dim(0)?, dy.dtype(), dy.device())?;
+            Some(dy.apply_op3_no_bwd(
+                w,
+                &zeros,
+                &Conv {
+                    stride: self.stride,
+                    padding: self.padding,
+                },
+            )?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(dy.apply_op2_no_bwd(
+                x,
+                &WeightGrad {
+                    stride: self.stride,
+                    padding: self.padding,
+                    k: w.dim(2)?,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::conv2d;
+use super::{conv2d, conv_transpose2d};
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG), so failures reproduce.
 fn values(n: usize, seed: u64) -> Vec<f64> {
@@ -278,4 +278,152 @@ fn other_dtypes_fall_back_to_candle() {
     let diff =
         max_abs(&(got.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap()).unwrap());
     assert_eq!(diff, 0.0, "the fallback is candle's own conv2d + bias");
+}
+
+/// (batch, c_in, h, w, c_out, k, stride, pad, output_padding) of transposed convolutions:
+/// MONAI's up-sampling (k3 s2 p1 op1), k2 s2, stride 1, odd sizes, batch > 1.
+const TRANSPOSED: &[(
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+)] = &[
+    (2, 16, 9, 7, 8, 3, 2, 1, 1),
+    (1, 5, 6, 6, 3, 2, 2, 0, 0),
+    (3, 4, 5, 8, 6, 3, 1, 1, 0),
+    (1, 32, 16, 16, 16, 3, 2, 1, 1),
+    (2, 3, 4, 5, 2, 3, 2, 0, 1),
+];
+
+fn transposed_grads(
+    x: &Var,
+    w: &Var,
+    b: &Var,
+    r: &Tensor,
+    (s, p, op): (usize, usize, usize),
+    fast: bool,
+) -> (Tensor, Tensor, Tensor) {
+    let y = if fast {
+        conv_transpose2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), s, p, op).unwrap()
+    } else {
+        let b = b.as_tensor();
+        x.as_tensor()
+            .conv_transpose2d(w.as_tensor(), p, op, s, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, b.dim(0).unwrap(), 1, 1)).unwrap())
+            .unwrap()
+    };
+    let g = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+    (
+        g.get(x).unwrap().clone(),
+        g.get(w).unwrap().clone(),
+        g.get(b).unwrap().clone(),
+    )
+}
+
+#[test]
+fn transposed_conv_matches_candle_forward_and_autograd() {
+    with_pools(|| {
+        let mut worst = [0f64; 4];
+        for (i, &(n, ci, h, w, co, k, s, p, op)) in TRANSPOSED.iter().enumerate() {
+            let seed = 500 + 10 * i as u64;
+            let x = Var::from_tensor(&tensor(&[n, ci, h, w], seed, DType::F32)).unwrap();
+            let wt = Var::from_tensor(&tensor(&[ci, co, k, k], seed + 1, DType::F32)).unwrap();
+            let b = Var::from_tensor(&tensor(&[co], seed + 2, DType::F32)).unwrap();
+            let oh = (h - 1) * s + k + op - 2 * p;
+            let ow = (w - 1) * s + k + op - 2 * p;
+            let got =
+                conv_transpose2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), s, p, op)
+                    .unwrap();
+            let want = x
+                .as_tensor()
+                .conv_transpose2d(wt.as_tensor(), p, op, s, 1)
+                .unwrap()
+                .broadcast_add(&b.as_tensor().reshape((1, co, 1, 1)).unwrap())
+                .unwrap();
+            assert_eq!(got.dims(), [n, co, oh, ow]);
+            worst[0] = worst[0].max(rel_err(&got, &want));
+            let r = tensor(&[n, co, oh, ow], seed + 3, DType::F32);
+            let fast = transposed_grads(&x, &wt, &b, &r, (s, p, op), true);
+            let slow = transposed_grads(&x, &wt, &b, &r, (s, p, op), false);
+            for (j, (g, w)) in [(&fast.0, &slow.0), (&fast.1, &slow.1), (&fast.2, &slow.2)]
+                .into_iter()
+                .enumerate()
+            {
+                worst[j + 1] = worst[j + 1].max(rel_err(g, w));
+            }
+            assert!(worst.iter().all(|e| *e < 1e-5), "case {i}: {worst:?}");
+        }
+        println!(
+            "conv_transpose2d vs candle: worst relative error y {:.2e}, dx {:.2e}, dw {:.2e}, \
+             db {:.2e} (limit 1e-5)",
+            worst[0], worst[1], worst[2], worst[3]
+        );
+    });
+}
+
+/// f64 central differences of `Σ r ⊙ conv_transpose2d(x, w, b)` (linear in each argument).
+#[test]
+fn transposed_conv_gradients_match_finite_differences_f64() {
+    let (n, ci, h, w, co, k, s, p, op) = (2, 3, 5, 4, 2, 3, 2, 1, 1);
+    let x = tensor(&[n, ci, h, w], 7, DType::F64);
+    let wt = tensor(&[ci, co, k, k], 8, DType::F64);
+    let b = tensor(&[co], 9, DType::F64);
+    let r = tensor(
+        &[
+            n,
+            co,
+            (h - 1) * s + k + op - 2 * p,
+            (w - 1) * s + k + op - 2 * p,
+        ],
+        10,
+        DType::F64,
+    );
+    let loss = |x: &Tensor, wt: &Tensor, b: &Tensor| -> f64 {
+        (conv_transpose2d(x, wt, Some(b), s, p, op).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let vars = [&x, &wt, &b].map(|t| Var::from_tensor(t).unwrap());
+    let (gx, gw, gb) = transposed_grads(&vars[0], &vars[1], &vars[2], &r, (s, p, op), true);
+    let eps = 1e-3;
+    for (arg, base, grad) in [(0, &x, &gx), (1, &wt, &gw), (2, &b, &gb)] {
+        let flat = base.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let analytic = grad.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for idx in (0..flat.len()).step_by((flat.len() / 13).max(1)) {
+            let shifted = |d: f64| {
+                let mut v = flat.clone();
+                v[idx] += d;
+                Tensor::from_vec(v, base.dims(), &Device::Cpu).unwrap()
+            };
+            let (plus, minus) = (shifted(eps), shifted(-eps));
+            let numeric = match arg {
+                0 => (loss(&plus, &wt, &b) - loss(&minus, &wt, &b)) / (2.0 * eps),
+                1 => (loss(&x, &plus, &b) - loss(&x, &minus, &b)) / (2.0 * eps),
+                _ => (loss(&x, &wt, &plus) - loss(&x, &wt, &minus)) / (2.0 * eps),
+            };
+            assert!(
+                (numeric - analytic[idx]).abs() < 1e-9 * analytic[idx].abs().max(1.0),
+                "arg {arg}, index {idx}: numeric {numeric} analytic {}",
+                analytic[idx]
+            );
+        }
+    }
+}
+
+#[test]
+fn transposed_conv_rejects_impossible_geometry() {
+    let x = tensor(&[1, 2, 4, 4], 1, DType::F32);
+    let w = tensor(&[2, 3, 3, 3], 2, DType::F32);
+    assert!(conv_transpose2d(&x, &w, None, 2, 1, 2).is_err());
+    let tiny = tensor(&[1, 2, 1, 1], 1, DType::F32);
+    assert!(conv_transpose2d(&tiny, &w, None, 1, 3, 0).is_err());
 }

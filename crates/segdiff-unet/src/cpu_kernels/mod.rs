@@ -5,6 +5,9 @@
 //! a dozen separate passes over memory, each with its own backward. Here:
 //! - [`conv2d`]: banded im2col + `gemm` (AVX-512 where available) writing straight into the
 //!   NCHW result, with a GEMM-based backward (input, weight and bias gradients);
+//! - [`conv_transpose2d`]: the transposed convolution (MONAI's up-sampling path) on the same
+//!   kernels: it is the convolution's input gradient, and its gradients are the convolution's
+//!   forward and weight gradient;
 //! - [`group_norm`] / [`GroupNorm`]: GroupNorm with an optional fused SiLU, the passes over
 //!   each group done while it sits in cache, and a fused backward.
 //!
@@ -27,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
-pub use conv::conv2d;
+pub use conv::{conv2d, conv_transpose2d};
 pub use group_norm::{group_norm, GroupNorm};
 
 /// The element types the kernels run on (the `gemm` crate's real types).
