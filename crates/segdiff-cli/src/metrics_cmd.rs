@@ -904,47 +904,15 @@ fn read_image01(path: &Path) -> Result<(usize, usize, usize, Vec<f32>)> {
             .map(|(c, i)| interleaved[i * 3 + c])
             .collect()
     };
+    // 8- and 16-bit samples scaled to [0, 1].
+    fn unit<T: Copy + Into<f32>>(raw: Vec<T>, max: f32) -> Vec<f32> {
+        raw.into_iter().map(|v| v.into() / max).collect()
+    }
     Ok(match img {
-        image::DynamicImage::ImageLuma8(b) => (
-            1,
-            h,
-            w,
-            b.into_raw()
-                .into_iter()
-                .map(|v| f32::from(v) / 255.0)
-                .collect(),
-        ),
-        image::DynamicImage::ImageLuma16(b) => (
-            1,
-            h,
-            w,
-            b.into_raw()
-                .into_iter()
-                .map(|v| f32::from(v) / 65535.0)
-                .collect(),
-        ),
-        image::DynamicImage::ImageRgb8(b) => (
-            3,
-            h,
-            w,
-            planar(
-                b.into_raw()
-                    .into_iter()
-                    .map(|v| f32::from(v) / 255.0)
-                    .collect(),
-            ),
-        ),
-        image::DynamicImage::ImageRgb16(b) => (
-            3,
-            h,
-            w,
-            planar(
-                b.into_raw()
-                    .into_iter()
-                    .map(|v| f32::from(v) / 65535.0)
-                    .collect(),
-            ),
-        ),
+        image::DynamicImage::ImageLuma8(b) => (1, h, w, unit(b.into_raw(), 255.0)),
+        image::DynamicImage::ImageLuma16(b) => (1, h, w, unit(b.into_raw(), 65535.0)),
+        image::DynamicImage::ImageRgb8(b) => (3, h, w, planar(unit(b.into_raw(), 255.0))),
+        image::DynamicImage::ImageRgb16(b) => (3, h, w, planar(unit(b.into_raw(), 65535.0))),
         other => bail!(
             "{}: {:?} image; expected an 8- or 16-bit grey or RGB PNG without alpha",
             path.display(),

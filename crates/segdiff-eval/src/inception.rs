@@ -625,14 +625,7 @@ fn interpolation_matrix(out: usize, inp: usize) -> Vec<f32> {
 /// so activations stay of order one through the depth), BatchNorm weight 1, bias 0, running
 /// mean 0, running variance 1. For tests and untrained baselines; not torchvision's init.
 pub fn init_inception_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| EvalError::InvalidArgument {
-            name: "varmap",
-            value: "<lock>".into(),
-            reason: "mutex poisoned by a panic elsewhere",
-        })?;
+    let data = crate::var_store::lock_vars(varmap)?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let mut rng = StdRng::seed_from_u64(seed);
@@ -696,11 +689,7 @@ impl CheckedTensors {
 }
 
 fn poisoned() -> EvalError {
-    EvalError::InvalidArgument {
-        name: "weight check",
-        value: "<lock>".into(),
-        reason: "mutex poisoned by a panic elsewhere",
-    }
+    crate::var_store::poisoned("weight check")
 }
 
 /// A VarBuilder backend that serves tensors from a map and, instead of stopping at the first

@@ -40,6 +40,7 @@ pub mod seg_loss;
 pub mod segmenter;
 pub mod segmenter_training;
 pub mod split_data;
+mod var_store;
 
 pub use class_scores::ClassScores;
 pub use dice::{dice, DiceConfig};

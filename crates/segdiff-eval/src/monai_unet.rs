@@ -659,14 +659,7 @@ impl Module for MonaiUNet {
 /// `U(±1/√fan_in)` with `fan_in = weight.shape[1]·k·k` (kaiming-uniform with a = √5, also for
 /// transposed weights as torch computes it), PReLU slopes 0.25.
 pub fn init_weights_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| EvalError::InvalidArgument {
-            name: "varmap",
-            value: "<lock>".into(),
-            reason: "mutex poisoned by a panic elsewhere",
-        })?;
+    let data = crate::var_store::lock_vars(varmap)?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let fan_in = |weight: &str| -> Option<usize> {

@@ -209,14 +209,7 @@ fn check_weights_fit(network: &MonaiUNetConfig, weights: &HashMap<String, Tensor
         network,
         VarBuilder::from_varmap(&fresh, DType::F32, &Device::Cpu),
     )?;
-    let names = fresh
-        .data()
-        .lock()
-        .map_err(|_| EvalError::InvalidArgument {
-            name: "varmap",
-            value: "<lock>".into(),
-            reason: "mutex poisoned by a panic elsewhere",
-        })?;
+    let names = crate::var_store::lock_vars(&fresh)?;
     match weights.keys().find(|k| !names.contains_key(*k)) {
         Some(extra) => Err(EvalError::InvalidArgument {
             name: "segmenter weights",

@@ -634,14 +634,7 @@ fn evaluate(
 
 /// Deep copies of the current variable values (the optimiser updates them in place).
 fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| EvalError::InvalidArgument {
-            name: "varmap",
-            value: "<lock>".into(),
-            reason: "mutex poisoned by a panic elsewhere",
-        })?;
+    let data = crate::var_store::lock_vars(varmap)?;
     data.iter()
         .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
         .collect()
