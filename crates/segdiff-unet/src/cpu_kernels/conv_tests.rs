@@ -280,19 +280,21 @@ fn other_dtypes_fall_back_to_candle() {
     assert_eq!(diff, 0.0, "the fallback is candle's own conv2d + bias");
 }
 
-/// (batch, c_in, h, w, c_out, k, stride, pad, output_padding) of transposed convolutions:
+/// (batch, c_in, h, w, c_out, k, stride, pad, output_padding) of a transposed convolution.
+type TransposedCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
 /// MONAI's up-sampling (k3 s2 p1 op1), k2 s2, stride 1, odd sizes, batch > 1.
-const TRANSPOSED: &[(
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-)] = &[
+const TRANSPOSED: &[TransposedCase] = &[
     (2, 16, 9, 7, 8, 3, 2, 1, 1),
     (1, 5, 6, 6, 3, 2, 2, 0, 0),
     (3, 4, 5, 8, 6, 3, 1, 1, 0),
