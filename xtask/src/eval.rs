@@ -102,6 +102,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         None => None,
     };
 
+    // `cargo run` below starts in the workspace root: paths given relative to where this task
+    // was started are made absolute first.
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+    };
+    let (dataset, model) = (abs(&args.dataset)?, abs(&model)?);
+    let segmenter = segmenter.as_deref().map(abs).transpose()?;
+    let out = args.out.as_deref().map(abs).transpose()?;
     let root = crate::workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&root)
@@ -110,13 +118,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         cmd.args(["--features", "cuda"]);
     }
     cmd.args(["--", "--device", &device, "eval", "--dataset"])
-        .arg(&args.dataset)
+        .arg(&dataset)
         .arg("--model")
         .arg(&model);
     if let Some(s) = &segmenter {
         cmd.arg("--segmenter").arg(s);
     }
-    if let Some(o) = &args.out {
+    if let Some(o) = &out {
         cmd.arg("--out").arg(o);
     }
     if args.quick {

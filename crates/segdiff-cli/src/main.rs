@@ -110,6 +110,18 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
         Command::Demo(a) => fix(&mut a.model).and_then(|()| fix(&mut a.segmenter)),
         Command::Sample(a) => fix(&mut a.model),
         Command::Eval(a) => {
+            // The default output is named after the model folder: for a Hub model, after the
+            // repository rather than the snapshot's commit hash.
+            if a.out.is_none() {
+                if let Some(Ok(r)) = a
+                    .model
+                    .to_str()
+                    .filter(|s| s.starts_with(segdiff_cli::hub::SCHEME))
+                    .map(str::parse::<segdiff_cli::hub::HubRef>)
+                {
+                    a.out = Some(format!("eval-{}", r.name).into());
+                }
+            }
             fix(&mut a.model)?;
             a.segmenter.as_mut().map_or(Ok(()), fix)
         }
