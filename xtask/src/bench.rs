@@ -322,15 +322,8 @@ fn forward_case(
 
 /// Forward + backward of the ε-prediction MSE loss through all parameters (no optimiser step).
 /// FLOPs are counted as 3× the forward's.
-fn train_case(
-    name: &str,
-    cfg: &UNet2DConfig,
-    size: usize,
-    batch: usize,
-    runs: usize,
-    candle_runs: usize,
-) -> Result<Vec<Row>> {
-    let (model, varmap) = trainable_model(cfg)?;
+/// The deterministic input, timesteps and target of a benchmarked training step.
+fn train_inputs(cfg: &UNet2DConfig, size: usize, batch: usize) -> Result<(Tensor, Tensor, Tensor)> {
     let x = lcg_tensor(&[batch, cfg.in_channels, size, size], 6, 1.0)?;
     let target = lcg_tensor(&[batch, cfg.out_channels, size, size], 7, 1.0)?;
     let t = Tensor::from_vec(
@@ -340,6 +333,19 @@ fn train_case(
         batch,
         &Device::Cpu,
     )?;
+    Ok((x, t, target))
+}
+
+fn train_case(
+    name: &str,
+    cfg: &UNet2DConfig,
+    size: usize,
+    batch: usize,
+    runs: usize,
+    candle_runs: usize,
+) -> Result<Vec<Row>> {
+    let (model, varmap) = trainable_model(cfg)?;
+    let (x, t, target) = train_inputs(cfg, size, batch)?;
     let n_vars = varmap.all_vars().len();
     time_ab(
         name,

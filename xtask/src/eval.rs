@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use segdiff_cli::hub::{resolve_model_location, HubRef};
+use segdiff_cli::hub::HubRef;
 
 use crate::weights::HubArgs;
 
@@ -68,32 +68,22 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let cuda = device.starts_with("cuda");
     eprintln!("device: {device}");
-    if args.hub.offline {
-        // The library reads the switch from the environment, for `hf://` locations too.
-        std::env::set_var("HF_HUB_OFFLINE", "1");
-    }
-    if let Some(d) = &args.hub.cache_dir {
-        std::env::set_var("HF_HUB_CACHE", d);
-    }
-    if let Some(t) = args.hub.timeout {
-        std::env::set_var("SEGDIFF_HUB_TIMEOUT", t.to_string());
-    }
-    let model = resolve_model_location(&args.model)
+    let hub = args.hub.hub()?;
+    let model = hub
+        .resolve_location(&args.model)
         .with_context(|| format!("fetching the model {}", args.model.display()))?;
     let segmenter = args
         .segmenter
         .as_ref()
         .map(|s| {
-            resolve_model_location(s)
+            hub.resolve_location(s)
                 .with_context(|| format!("fetching the segmenter {}", s.display()))
         })
         .transpose()?;
     let inception = match &args.inception {
         Some(repo) => {
             let r: HubRef = repo.parse()?;
-            let path = args
-                .hub
-                .hub()?
+            let path = hub
                 .file(&r, INCEPTION_FILE)
                 .with_context(|| format!("fetching Inception-v3 weights from {}", r.uri()))?;
             eprintln!("inception weights: {}", path.display());

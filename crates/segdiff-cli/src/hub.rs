@@ -111,6 +111,16 @@ impl HubRef {
     }
 }
 
+impl HubRef {
+    /// The reference a command-line location names, if it is an `hf://` one.
+    pub fn from_location(location: &Path) -> Option<Result<Self, HubError>> {
+        location
+            .to_str()
+            .filter(|s| s.starts_with(SCHEME))
+            .map(str::parse)
+    }
+}
+
 impl std::fmt::Display for HubRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.uri())
@@ -486,16 +496,24 @@ impl ProgressHandler for Activity {
     }
 }
 
-/// Resolves a model location given on the command line: `hf://…` is fetched (or found in the
-/// cache) and replaced by its local folder; anything else is returned unchanged.
-pub fn resolve_model_location(location: &Path) -> Result<PathBuf, HubError> {
-    match location.to_str().filter(|s| s.starts_with(SCHEME)) {
-        Some(s) => {
-            let r: HubRef = s.parse()?;
-            Hub::new(HubOptions::from_env())?.model_dir(&r)
+impl Hub {
+    /// A model location given on the command line: `hf://…` is fetched (or found in the
+    /// cache) and replaced by its local folder; anything else is returned unchanged.
+    pub fn resolve_location(&self, location: &Path) -> Result<PathBuf, HubError> {
+        match HubRef::from_location(location) {
+            Some(r) => self.model_dir(&r?),
+            None => Ok(location.to_path_buf()),
         }
-        None => Ok(location.to_path_buf()),
     }
+}
+
+/// [`Hub::resolve_location`] with the options of the environment ([`HubOptions::from_env`]);
+/// a plain path needs no Hub client.
+pub fn resolve_model_location(location: &Path) -> Result<PathBuf, HubError> {
+    if HubRef::from_location(location).is_none() {
+        return Ok(location.to_path_buf());
+    }
+    Hub::new(HubOptions::from_env())?.resolve_location(location)
 }
 
 #[cfg(test)]

@@ -98,6 +98,7 @@ fn main() -> std::process::ExitCode {
 /// in the Hugging Face cache, fetching it first when it is not there (and the Hub is reachable).
 fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
     use anyhow::Context;
+    use segdiff_cli::hub::HubRef;
     let fix = |p: &mut std::path::PathBuf| -> anyhow::Result<()> {
         *p = segdiff_cli::hub::resolve_model_location(p)
             .with_context(|| format!("resolving {}", p.display()))?;
@@ -112,15 +113,8 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
         Command::Eval(a) => {
             // The default output is named after the model folder: for a Hub model, after the
             // repository rather than the snapshot's commit hash.
-            if a.out.is_none() {
-                if let Some(Ok(r)) = a
-                    .model
-                    .to_str()
-                    .filter(|s| s.starts_with(segdiff_cli::hub::SCHEME))
-                    .map(str::parse::<segdiff_cli::hub::HubRef>)
-                {
-                    a.out = Some(format!("eval-{}", r.name).into());
-                }
+            if let (None, Some(Ok(r))) = (&a.out, HubRef::from_location(&a.model)) {
+                a.out = Some(format!("eval-{}", r.name).into());
             }
             fix(&mut a.model)?;
             a.segmenter.as_mut().map_or(Ok(()), fix)

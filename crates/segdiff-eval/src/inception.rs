@@ -21,17 +21,17 @@
 //! (`pt_inception-2015-12-05`, with FID-specific pooling) that pytorch-fid loads, so the
 //! distances are comparable with each other but not with published FID values.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Module, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::error::{EvalError, MisShapedTensor, Result, WeightProblems};
+use segdiff_unet::build_checked;
+
+use crate::error::{EvalError, Result, WeightProblems};
 
 /// Side of the square network input.
 pub const INCEPTION_INPUT_SIZE: usize = 299;
@@ -419,53 +419,26 @@ impl InceptionV3 {
         device: &Device,
         source: &Path,
     ) -> Result<Self> {
-        let state = Arc::new(CheckedTensors::new(tensors));
-        let backend: Box<dyn SimpleBackend> = Box::new(CheckingBackend(state.clone()));
-        let model = Self::new(VarBuilder::from_backend(
-            backend,
-            DType::F32,
-            device.clone(),
-        ))?;
-        let requested = state.requested()?;
-        let wanted: HashSet<&str> = requested.iter().map(|(n, _)| n.as_str()).collect();
-        let mut missing: Vec<String> = requested
-            .iter()
-            .filter(|(n, _)| !state.tensors.contains_key(n))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let mut unexpected: Vec<String> = state
-            .tensors
-            .keys()
-            .filter(|k| !wanted.contains(k.as_str()))
-            .cloned()
-            .collect();
-        let mut mis_shaped = state.mis_shaped()?;
-        missing.sort();
-        mis_shaped.sort();
-        unexpected.sort();
-        let problems = WeightProblems {
-            missing,
-            mis_shaped,
-            unexpected,
-        };
-        if problems.is_empty() {
-            Ok(model)
-        } else {
-            Err(EvalError::WeightMismatch {
-                path: source.to_path_buf(),
-                network: NETWORK,
-                problems: Box::new(problems),
-            })
+        let (model, report, _) = build_checked(tensors, DType::F32, device, Self::new)?;
+        if report.is_clean() {
+            return Ok(model);
         }
+        Err(EvalError::WeightMismatch {
+            path: source.to_path_buf(),
+            network: NETWORK,
+            problems: Box::new(WeightProblems {
+                missing: report.missing,
+                mis_shaped: report.mis_shaped,
+                unexpected: report.unexpected,
+            }),
+        })
     }
 
     /// The tensors the network reads, as (torchvision `state_dict` name, shape), in
     /// construction order; no weights are allocated.
     pub fn expected_tensors() -> Result<Vec<(String, Vec<usize>)>> {
-        let state = Arc::new(CheckedTensors::new(HashMap::new()));
-        let backend: Box<dyn SimpleBackend> = Box::new(CheckingBackend(state.clone()));
-        Self::new(VarBuilder::from_backend(backend, DType::F32, Device::Cpu))?;
-        state.requested()
+        let (_, report, _) = build_checked(HashMap::new(), DType::F32, &Device::Cpu, Self::new)?;
+        Ok(report.requested)
     }
 
     /// `N×2048` features of images in `[0, 1]` (`N×C×H×W`, C = 1 or 3, any size): the pool
@@ -655,88 +628,6 @@ pub fn init_inception_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
         var.set(&t)?;
     }
     Ok(())
-}
-
-/// Tensors served to the VarBuilder, with what it asked for and what did not fit.
-struct CheckedTensors {
-    tensors: HashMap<String, Tensor>,
-    requested: Mutex<Vec<(String, Vec<usize>)>>,
-    mis_shaped: Mutex<Vec<MisShapedTensor>>,
-}
-
-impl CheckedTensors {
-    fn new(tensors: HashMap<String, Tensor>) -> Self {
-        Self {
-            tensors,
-            requested: Mutex::new(Vec::new()),
-            mis_shaped: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn requested(&self) -> Result<Vec<(String, Vec<usize>)>> {
-        self.requested
-            .lock()
-            .map(|r| r.clone())
-            .map_err(|_| poisoned())
-    }
-
-    fn mis_shaped(&self) -> Result<Vec<MisShapedTensor>> {
-        self.mis_shaped
-            .lock()
-            .map(|r| r.clone())
-            .map_err(|_| poisoned())
-    }
-}
-
-fn poisoned() -> EvalError {
-    crate::var_store::poisoned("weight check")
-}
-
-/// A VarBuilder backend that serves tensors from a map and, instead of stopping at the first
-/// problem, notes every request and every mis-shaped tensor (serving a zero placeholder that
-/// costs no memory) so that one error can list them all.
-struct CheckingBackend(Arc<CheckedTensors>);
-
-impl SimpleBackend for CheckingBackend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let want = s.dims().to_vec();
-        self.0
-            .requested
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("weight check lock poisoned".into()))?
-            .push((name.to_string(), want.clone()));
-        match self.0.tensors.get(name) {
-            Some(t) if t.dims() == want.as_slice() => t.to_dtype(dtype)?.to_device(dev),
-            found => {
-                if let Some(t) = found {
-                    self.0
-                        .mis_shaped
-                        .lock()
-                        .map_err(|_| candle_core::Error::Msg("weight check lock poisoned".into()))?
-                        .push((name.to_string(), want, t.dims().to_vec()));
-                }
-                Tensor::zeros((), dtype, dev)?.broadcast_as(s)
-            }
-        }
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        match self.0.tensors.get(name) {
-            Some(t) => t.to_dtype(dtype)?.to_device(dev),
-            None => candle_core::bail!("tensor {name} not found"),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.tensors.contains_key(name)
-    }
 }
 
 #[cfg(test)]

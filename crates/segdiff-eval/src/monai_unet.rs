@@ -248,6 +248,17 @@ impl ConvOp {
         }
     }
 
+    /// A transposed convolution with `output_padding = stride − 1` (MONAI's up-sampling).
+    fn transposed(c: candle_nn::ConvTranspose2d, stride: usize, padding: usize) -> Self {
+        Self {
+            weight: c.weight().clone(),
+            bias: c.bias().cloned(),
+            stride,
+            padding,
+            transposed: Some(stride - 1),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let b = self.bias.as_ref();
         match self.transposed {
@@ -292,13 +303,7 @@ impl Convolution {
             } else {
                 candle_nn::conv_transpose2d_no_bias(s.in_ch, s.out_ch, s.kernel, cfg, vbc)?
             };
-            ConvOp {
-                weight: layer.weight().clone(),
-                bias: layer.bias().cloned(),
-                stride: s.stride,
-                padding,
-                transposed: Some(s.stride - 1),
-            }
+            ConvOp::transposed(layer, s.stride, padding)
         } else {
             conv2d(
                 s.in_ch,

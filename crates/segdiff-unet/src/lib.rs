@@ -17,6 +17,7 @@ mod layers;
 mod resnet;
 mod trace;
 mod unet2d;
+mod weight_check;
 mod weights;
 
 pub use atomic::{temp_sibling, write_atomic};
@@ -24,6 +25,7 @@ pub use config::UNet2DConfig;
 pub use embeddings::timestep_features;
 pub use trace::Trace;
 pub use unet2d::UNet2DModel;
+pub use weight_check::{build_checked, MisShaped, WeightReport};
 pub use weights::{
     expected_parameters, load_unet, model_from_tensors, modern_key, parameter_count,
     read_weight_file, resolve_unet_dir, save_unet, LoadedUnet, WeightFormat, BIN_NAME, CONFIG_NAME,

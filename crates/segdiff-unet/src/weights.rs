@@ -2,15 +2,13 @@
 //! `diffusion_pytorch_model.safetensors` (or the PyTorch pickle `.bin`), with a full report of
 //! missing, unexpected and mis-shaped tensors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Tensor};
 
 use crate::atomic::write_atomic;
+use crate::weight_check::build_checked;
 use crate::{UNet2DConfig, UNet2DModel, UnetError};
 
 /// File name of the weights in the safetensors format.
@@ -167,41 +165,18 @@ pub fn model_from_tensors(
     source: &Path,
 ) -> Result<(UNet2DModel, HashMap<String, Tensor>), UnetError> {
     config.validate()?;
-    let state = Arc::new(CheckedState {
-        tensors,
-        requested: Mutex::new(Vec::new()),
-        problems: Mutex::new(Problems::default()),
-    });
-    let backend: Box<dyn SimpleBackend> = Box::new(CheckedBackend(state.clone()));
-    let vb = VarBuilder::from_backend(backend, dtype, device.clone());
-    let model = UNet2DModel::new(config, vb)?;
-    let requested = state
-        .requested
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
-    let wanted: HashSet<&str> = requested.iter().map(|(n, _)| n.as_str()).collect();
-    let mut problems = state.problems.lock().map(|p| p.clone()).unwrap_or_default();
-    problems.unexpected = state
-        .tensors
-        .keys()
-        .filter(|k| !wanted.contains(k.as_str()))
-        .cloned()
-        .collect();
-    problems.missing.sort();
-    problems.unexpected.sort();
-    problems.shape.sort();
-    if !problems.missing.is_empty() || !problems.unexpected.is_empty() || !problems.shape.is_empty()
-    {
+    let (model, report, tensors) =
+        build_checked(tensors, dtype, device, |vb| UNet2DModel::new(config, vb))?;
+    if !report.is_clean() {
         return Err(UnetError::WeightMismatch {
             path: source.to_path_buf(),
-            missing: problems.missing,
-            unexpected: problems.unexpected,
-            shape: problems.shape,
+            missing: report.missing,
+            unexpected: report.unexpected,
+            shape: report.mis_shaped,
         });
     }
-    let mut converted = HashMap::with_capacity(state.tensors.len());
-    for (k, v) in &state.tensors {
+    let mut converted = HashMap::with_capacity(tensors.len());
+    for (k, v) in &tensors {
         converted.insert(k.clone(), v.to_dtype(dtype)?.to_device(device)?);
     }
     Ok((model, converted))
@@ -211,20 +186,10 @@ pub fn model_from_tensors(
 /// allocated).
 pub fn expected_parameters(config: &UNet2DConfig) -> Result<Vec<(String, Vec<usize>)>, UnetError> {
     config.validate()?;
-    let state = Arc::new(CheckedState {
-        tensors: HashMap::new(),
-        requested: Mutex::new(Vec::new()),
-        problems: Mutex::new(Problems::default()),
-    });
-    let backend: Box<dyn SimpleBackend> = Box::new(CheckedBackend(state.clone()));
-    let vb = VarBuilder::from_backend(backend, DType::F32, Device::Cpu);
-    UNet2DModel::new(config, vb)?;
-    let requested = state
-        .requested
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
-    Ok(requested)
+    let (_, report, _) = build_checked(HashMap::new(), DType::F32, &Device::Cpu, |vb| {
+        UNet2DModel::new(config, vb)
+    })?;
+    Ok(report.requested)
 }
 
 /// Total number of parameters of a config.
@@ -268,75 +233,4 @@ pub fn save_unet(
         path: cfg_path.clone(),
         source: e,
     })
-}
-
-#[derive(Debug, Clone, Default)]
-struct Problems {
-    missing: Vec<String>,
-    unexpected: Vec<String>,
-    shape: Vec<(String, Vec<usize>, Vec<usize>)>,
-}
-
-struct CheckedState {
-    tensors: HashMap<String, Tensor>,
-    requested: Mutex<Vec<(String, Vec<usize>)>>,
-    problems: Mutex<Problems>,
-}
-
-/// A `VarBuilder` backend that serves tensors from a map and, instead of failing on the first
-/// problem, notes every missing or mis-shaped tensor (serving a zero placeholder that costs no
-/// memory) so that one error can list them all.
-struct CheckedBackend(Arc<CheckedState>);
-
-impl SimpleBackend for CheckedBackend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let want = s.dims().to_vec();
-        if let Ok(mut r) = self.0.requested.lock() {
-            r.push((name.to_string(), want.clone()));
-        }
-        let placeholder = || Tensor::zeros((), dtype, dev)?.broadcast_as(s.clone());
-        match self.0.tensors.get(name) {
-            Some(t) if t.dims() == want.as_slice() => t.to_dtype(dtype)?.to_device(dev),
-            // Old checkpoints store the attention projections as 1×1 convolutions.
-            Some(t)
-                if t.elem_count() == s.elem_count()
-                    && t.dims().ends_with(&[1, 1])
-                    && want.len() == 2 =>
-            {
-                t.reshape(s.clone())?.to_dtype(dtype)?.to_device(dev)
-            }
-            Some(t) => {
-                if let Ok(mut p) = self.0.problems.lock() {
-                    p.shape.push((name.to_string(), want, t.dims().to_vec()));
-                }
-                placeholder()
-            }
-            None => {
-                if !self.0.tensors.is_empty() {
-                    if let Ok(mut p) = self.0.problems.lock() {
-                        p.missing.push(name.to_string());
-                    }
-                }
-                placeholder()
-            }
-        }
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        match self.0.tensors.get(name) {
-            Some(t) => t.to_dtype(dtype)?.to_device(dev),
-            None => candle_core::bail!("tensor {name} not found"),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.tensors.contains_key(name)
-    }
 }

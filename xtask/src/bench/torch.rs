@@ -62,6 +62,26 @@ struct Row {
     mib: bool,
 }
 
+impl Row {
+    /// A timed case's row from what [`alternate`] measured.
+    fn timed(
+        name: impl Into<String>,
+        target: f64,
+        (wall, cpu, others, check): (Timings, Timings, Vec<f64>, String),
+    ) -> Self {
+        Self {
+            name: name.into(),
+            target,
+            ours: wall.ours,
+            torch: wall.torch,
+            cpu,
+            others,
+            check,
+            mib: false,
+        }
+    }
+}
+
 /// What [`alternate`] measured.
 #[derive(Default)]
 struct Timings {
@@ -436,22 +456,13 @@ fn unet_forward(
         "cmd": "load", "kind": "unet_forward", "model": model_dir, "inputs": inputs,
     }))?;
     let save = dir.join(format!("{}.torch_out.safetensors", slug(name)));
-    let (wall, cpu, others, check) = alternate(name, runs, worker, Some(&save), || {
+    let measured = alternate(name, runs, worker, Some(&save), || {
         Ok(Outcome {
             output: Some(model.forward(&x, &t)?),
             ..Outcome::default()
         })
     })?;
-    Ok(Row {
-        name: name.into(),
-        target: 1.0,
-        ours: wall.ours,
-        torch: wall.torch,
-        cpu,
-        others,
-        check,
-        mib: false,
-    })
+    Ok(Row::timed(name, 1.0, measured))
 }
 
 /// A training step as the trainer takes it: forward, MSE against a fixed target, backward,
@@ -476,15 +487,7 @@ fn unet_train(
         },
     )?;
     let vars = optimizer.vars();
-    let x = lcg_tensor(&[batch, cfg.in_channels, size, size], 6, 1.0)?;
-    let target = lcg_tensor(&[batch, cfg.out_channels, size, size], 7, 1.0)?;
-    let t = Tensor::from_vec(
-        (0..batch as i64)
-            .map(|i| (i * 61) % 1000)
-            .collect::<Vec<_>>(),
-        batch,
-        &Device::Cpu,
-    )?;
+    let (x, t, target) = super::train_inputs(cfg, size, batch)?;
     let inputs = write_inputs(
         dir,
         &slug(name),
@@ -493,7 +496,7 @@ fn unet_train(
     worker.request(&json!({
         "cmd": "load", "kind": "unet_train", "model": model_dir, "inputs": inputs,
     }))?;
-    let (wall, cpu, others, check) = alternate(name, runs, worker, None, || {
+    let measured = alternate(name, runs, worker, None, || {
         let loss = (model.forward(&x, &t)? - &target)?.sqr()?.mean_all()?;
         let mut grads = loss.backward()?;
         let grad_norm = clip_grad_norm(&mut grads, &vars, MAX_GRAD_NORM)?;
@@ -504,16 +507,7 @@ fn unet_train(
             ..Outcome::default()
         })
     })?;
-    Ok(Row {
-        name: name.into(),
-        target: 1.5,
-        ours: wall.ours,
-        torch: wall.torch,
-        cpu,
-        others,
-        check,
-        mib: false,
-    })
+    Ok(Row::timed(name, 1.5, measured))
 }
 
 /// The mask-faithfulness segmenter (segdiff-eval's `MonaiUNet`) at batch 8, 256².
@@ -552,22 +546,13 @@ fn monai_forward(
         "monai": serde_json::to_value(&cfg)?,
     }))?;
     let save = dir.join(format!("{}.torch_out.safetensors", slug(&name)));
-    let (wall, cpu, others, check) = alternate(&name, runs, worker, Some(&save), || {
+    let measured = alternate(&name, runs, worker, Some(&save), || {
         Ok(Outcome {
             output: Some(model.forward(&x)?),
             ..Outcome::default()
         })
     })?;
-    Ok(Row {
-        name,
-        target: 1.0,
-        ours: wall.ours,
-        torch: wall.torch,
-        cpu,
-        others,
-        check,
-        mib: false,
-    })
+    Ok(Row::timed(name, 1.0, measured))
 }
 
 fn status_mib(field: &str) -> Option<f64> {

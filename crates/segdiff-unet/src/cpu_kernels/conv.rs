@@ -2,11 +2,11 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Error, Layout, Result, Shape, Tensor,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Error, Layout, Result, Shape, Tensor,
 };
 
 use super::conv_geometry::ConvGeom;
-use super::{contiguous, dtype_error, gemm_conv, runs_here, Element};
+use super::{contiguous, gemm_conv, runs_here, Element};
 
 /// Square kernels of candle tensors the kernels support.
 fn runs_fast(x: &Tensor, weight: &Tensor) -> bool {
@@ -91,11 +91,7 @@ impl CustomOp3 for Conv {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            DType::F64 => self.run::<f64>((s1, l1), (s2, l2), (s3, l3)),
-            _ => Err(dtype_error(self.name(), s1.dtype())),
-        }
+        by_element_type!(self.name(), s1.dtype(), T => self.run::<T>((s1, l1), (s2, l2), (s3, l3)))
     }
 
     fn bwd(
@@ -170,12 +166,7 @@ impl InputGrad {
             self.stride,
             self.padding,
         )?;
-        if l1.dims() != [batch, g.c_out, g.oh, g.ow] {
-            return Err(Error::Msg(format!(
-                "conv2d backward: dy {:?} does not match {g:?}",
-                l1.dims()
-            )));
-        }
+        g.check_output(l1.dims())?;
         let dy = contiguous::<T>(s1, l1)?;
         let w = contiguous::<T>(s2, l2)?;
         let dx = gemm_conv::input_grad(&dy, &w, &g);
@@ -198,11 +189,7 @@ impl CustomOp2 for InputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>((s1, l1), (s2, l2)),
-            DType::F64 => self.run::<f64>((s1, l1), (s2, l2)),
-            _ => Err(dtype_error(self.name(), s1.dtype())),
-        }
+        by_element_type!(self.name(), s1.dtype(), T => self.run::<T>((s1, l1), (s2, l2)))
     }
 }
 
@@ -233,12 +220,7 @@ impl WeightGrad {
             self.stride,
             self.padding,
         )?;
-        if l2.dims() != [g.batch, c_out, g.oh, g.ow] {
-            return Err(Error::Msg(format!(
-                "conv2d backward: dy {:?} does not match {g:?}",
-                l2.dims()
-            )));
-        }
+        g.check_output(l2.dims())?;
         let x = contiguous::<T>(s1, l1)?;
         let dy = contiguous::<T>(s2, l2)?;
         let dw = gemm_conv::weight_grad(&x, &dy, &g);
@@ -261,11 +243,7 @@ impl CustomOp2 for WeightGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>((s1, l1), (s2, l2)),
-            DType::F64 => self.run::<f64>((s1, l1), (s2, l2)),
-            _ => Err(dtype_error(self.name(), s1.dtype())),
-        }
+        by_element_type!(self.name(), s1.dtype(), T => self.run::<T>((s1, l1), (s2, l2)))
     }
 }
 
@@ -293,11 +271,7 @@ impl CustomOp1 for BiasGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s.dtype() {
-            DType::F32 => self.run::<f32>(s, l),
-            DType::F64 => self.run::<f64>(s, l),
-            _ => Err(dtype_error(self.name(), s.dtype())),
-        }
+        by_element_type!(self.name(), s.dtype(), T => self.run::<T>(s, l))
     }
 }
 

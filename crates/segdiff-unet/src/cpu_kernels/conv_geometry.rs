@@ -52,6 +52,16 @@ impl ConvGeom {
         })
     }
 
+    /// Checks that `dy` has this convolution's output shape (for the backward ops).
+    pub fn check_output(&self, dy: &[usize]) -> Result<()> {
+        if dy != [self.batch, self.c_out, self.oh, self.ow] {
+            return Err(Error::Msg(format!(
+                "conv2d backward: dy {dy:?} does not match {self:?}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Rows of the im2col matrix: `c_in · k · k`.
     pub fn depth(&self) -> usize {
         self.c_in * self.k * self.k

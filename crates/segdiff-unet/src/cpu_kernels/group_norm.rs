@@ -8,11 +8,11 @@
 //! needs two more passes.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Error, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Error, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::vector_math::simd_dispatch;
-use super::{contiguous, dtype_error, runs_here, Element};
+use super::{contiguous, runs_here, Element};
 
 /// GroupNorm of `x` (`[N, C, …]`) in `groups` groups with per-channel `weight` and `bias`
 /// (`[C]`) and `eps`, then SiLU when `silu`; differentiable with respect to all three.
@@ -321,11 +321,7 @@ impl CustomOp3 for GroupNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            DType::F64 => self.run::<f64>((s1, l1), (s2, l2), (s3, l3)),
-            dt => Err(dtype_error(self.name(), dt)),
-        }
+        by_element_type!(self.name(), s1.dtype(), T => self.run::<T>((s1, l1), (s2, l2), (s3, l3)))
     }
 
     fn bwd(
@@ -424,17 +420,13 @@ impl CustomOp3 for GroupNormGrad<'_> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.0.run_backward::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            DType::F64 => self.0.run_backward::<f64>((s1, l1), (s2, l2), (s3, l3)),
-            dt => Err(dtype_error(self.name(), dt)),
-        }
+        by_element_type!(self.name(), s1.dtype(), T => self.0.run_backward::<T>((s1, l1), (s2, l2), (s3, l3)))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     use super::*;
 

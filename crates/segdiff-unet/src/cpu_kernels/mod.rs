@@ -14,6 +14,24 @@
 //! Both run for CPU f32/f64 tensors and fall back to candle's own ops everywhere else (CUDA,
 //! other dtypes), or when [`set_enabled`]`(false)` asks for candle's path (A/B benchmarks).
 
+/// `$call` with the type alias `$T` set to the element type of `$dtype` (f32 or f64), or the
+/// unsupported-dtype error of op `$op`: the dtype dispatch of every custom op's `cpu_fwd`.
+macro_rules! by_element_type {
+    ($op:expr, $dtype:expr, $T:ident => $call:expr) => {
+        match $dtype {
+            candle_core::DType::F32 => {
+                type $T = f32;
+                $call
+            }
+            candle_core::DType::F64 => {
+                type $T = f64;
+                $call
+            }
+            other => Err($crate::cpu_kernels::dtype_error($op, other)),
+        }
+    };
+}
+
 mod conv;
 mod conv_geometry;
 mod gemm_conv;
