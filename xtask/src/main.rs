@@ -87,6 +87,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 fn main() -> Result<()> {
+    segdiff_cli::allocator::keep_freed_memory();
     match Cli::parse().command {
         Command::Parity { fixtures } => parity::run(fixtures),
         Command::Weights(args) => weights::run(&args),

@@ -65,6 +65,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    segdiff_cli::allocator::keep_freed_memory();
     let args = match options_file::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

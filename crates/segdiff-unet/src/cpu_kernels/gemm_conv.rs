@@ -26,7 +26,7 @@ fn threads() -> usize {
 unsafe fn matmul<T: Element>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
-    dst_rs: usize,
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     lhs: *const T,
     (lhs_rs, lhs_cs): (usize, usize),
@@ -41,7 +41,7 @@ unsafe fn matmul<T: Element>(
             n,
             k,
             dst,
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             lhs,
@@ -118,7 +118,7 @@ pub(crate) fn forward_im2col<T: Element>(
                 matmul(
                     (g.c_out, npx, depth),
                     dst,
-                    g.out_plane(),
+                    (g.out_plane(), 1),
                     false,
                     w.as_ptr(),
                     (depth, 1),
@@ -187,7 +187,7 @@ pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> 
             matmul(
                 (depth, npx, g.c_out),
                 col.as_mut_ptr(),
-                npx,
+                (npx, 1),
                 false,
                 w.as_ptr(),
                 (1, depth),
@@ -227,12 +227,20 @@ pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T>
     let size = g.c_out * depth;
     let bands = Bands::plan(g, std::mem::size_of::<T>(), 1, threads());
     let items = bands.items(g);
-    let tile_len = if g.is_pointwise() {
+    let col_len = if g.is_pointwise() {
         0
     } else {
         depth * bands.rows * g.ow
     };
+    // gemm's micro-kernels read the left operand in column-major panels and write the
+    // destination column-major (it transposes the whole product when the destination is
+    // row-major). So each chunk accumulates dwᵀ (depth-major, transposed once at the end) from
+    // the band of dy transposed to pixels × c_out: handed over as they lie, gemm would gather
+    // dy or the im2col tile one element at a time at a stride of a band or a plane (a power of
+    // two at the usual sizes: every row in the same L1 set).
+    let tile_len = col_len + g.c_out * bands.rows * g.ow;
     let accumulate = |range: std::ops::Range<usize>, acc: &mut [T], tile: &mut [T], par| {
+        let (tile, dy_t) = tile.split_at_mut(col_len);
         for (i, item) in range.enumerate() {
             let (n, oy0, oy1) = bands.item(g, item);
             let (px0, npx) = (oy0 * g.ow, (oy1 - oy0) * g.ow);
@@ -243,16 +251,24 @@ pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T>
                 im2col(image, g, oy0, oy1, tile);
                 (tile.as_ptr(), npx)
             };
-            // SAFETY: acc is c_out × depth; dy covers c_out rows of npx from (n, px0); col
-            // covers depth rows of npx with row stride col_rs, read transposed.
+            let dy_image = &dy[n * g.c_out * g.out_plane()..(n + 1) * g.c_out * g.out_plane()];
+            transpose_band(
+                dy_image,
+                g.out_plane(),
+                px0,
+                npx,
+                &mut dy_t[..g.c_out * npx],
+            );
+            // SAFETY: acc is c_out × depth, column-major; dy_t holds the c_out × npx band
+            // column-major; col covers depth rows of npx with row stride col_rs, read transposed.
             unsafe {
                 matmul(
                     (g.c_out, depth, npx),
                     acc.as_mut_ptr(),
-                    depth,
+                    (1, g.c_out),
                     i > 0,
-                    dy.as_ptr().add(n * g.c_out * g.out_plane() + px0),
-                    (g.out_plane(), 1),
+                    dy_t.as_ptr(),
+                    (1, g.c_out),
                     col,
                     (1, col_rs),
                     par,
@@ -260,37 +276,62 @@ pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T>
             }
         }
     };
-    if !bands.parallel {
+    let partials: Vec<Vec<T>> = if bands.parallel {
+        let chunks = items.min(4 * threads());
+        (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let range = c * items / chunks..(c + 1) * items / chunks;
+                let mut acc = vec![T::zero(); size];
+                T::with_scratch(tile_len, |tile| {
+                    accumulate(range, &mut acc, tile, gemm_threads(false))
+                });
+                acc
+            })
+            .collect()
+    } else {
         let mut acc = vec![T::zero(); size];
         T::with_scratch(tile_len, |tile| {
             accumulate(0..items, &mut acc, tile, gemm_threads(true))
         });
-        return acc;
-    }
-    let chunks = items.min(4 * threads());
-    let partials: Vec<Vec<T>> = (0..chunks)
-        .into_par_iter()
-        .map(|c| {
-            let range = c * items / chunks..(c + 1) * items / chunks;
-            let mut acc = vec![T::zero(); size];
-            T::with_scratch(tile_len, |tile| {
-                accumulate(range, &mut acc, tile, gemm_threads(false))
-            });
-            acc
-        })
-        .collect();
-    let mut total = vec![T::zero(); size];
-    total
-        .par_chunks_mut(depth.max(1))
+        vec![acc]
+    };
+    // dwᵀ = Σ_chunks, summed in chunk order, then dw[co][d] = dwᵀ[d][co].
+    let mut sum = vec![T::zero(); size];
+    sum.par_chunks_mut(g.c_out.max(1) * 64)
         .enumerate()
-        .for_each(|(row, out)| {
+        .for_each(|(i, out)| {
+            let (start, len) = (i * g.c_out.max(1) * 64, out.len());
             for p in &partials {
-                for (o, v) in out.iter_mut().zip(&p[row * depth..(row + 1) * depth]) {
+                for (o, v) in out.iter_mut().zip(&p[start..start + len]) {
                     *o += *v;
                 }
             }
         });
+    let mut total = vec![T::zero(); size];
+    transpose_band(&sum, g.c_out, 0, g.c_out, &mut total);
     total
+}
+
+/// `dst[p · rows + r] = src[r · stride + px0 + p]` for `p < npx` and the `rows = dst.len() / npx`
+/// rows of `src`: a band of rows written pixel-major, in blocks of 8 rows × 64 pixels so that
+/// the reads (8 rows, possibly 4 KiB apart) stay within the L1's associativity.
+fn transpose_band<T: Element>(src: &[T], stride: usize, px0: usize, npx: usize, dst: &mut [T]) {
+    const ROWS: usize = 8;
+    const PIXELS: usize = 64;
+    let rows = dst.len() / npx.max(1);
+    for r0 in (0..rows).step_by(ROWS) {
+        let r1 = (r0 + ROWS).min(rows);
+        for p0 in (0..npx).step_by(PIXELS) {
+            let p1 = (p0 + PIXELS).min(npx);
+            for r in r0..r1 {
+                let row = &src[r * stride + px0 + p0..r * stride + px0 + p1];
+                for (p, &v) in (p0..p1).zip(row) {
+                    dst[p * rows + r] = v;
+                }
+            }
+        }
+    }
 }
 
 /// `db[co] = Σ_{n, y, x} dy[n, co, y, x]`.

@@ -66,7 +66,11 @@ fn transform_weights<T: Element>(w: &[T], c_out: usize, c_in: usize) -> Vec<T> {
     u
 }
 
-/// Tile geometry: `th × tw` tiles of 2×2 outputs, bands of `rows` tile rows.
+/// Tile geometry: `th × tw` tiles of 2×2 outputs per image, bands of `rows` tile rows.
+///
+/// Bands run over the tile rows of the whole batch (global row `n · th + ty`), so a band of
+/// a small image spans several images and its 16 GEMMs stay wide: at 8² one image has only
+/// 16 tiles, too few for a GEMM to amortise its packing.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
     th: usize,
@@ -81,13 +85,25 @@ impl Tiles {
         let tw = g.ow.div_ceil(2);
         let per_tile = XI * (g.c_in + g.c_out) * elem;
         let tiles = (BAND_BYTES / per_tile.max(1)).max(MIN_BAND_TILES);
-        let rows = tiles.div_ceil(tw.max(1)).clamp(1, th.max(1));
+        let all_rows = (g.batch * th).max(1);
+        let rows = tiles.div_ceil(tw.max(1)).clamp(1, all_rows);
         Self {
             th,
             tw,
             rows,
-            bands: th.div_ceil(rows),
+            bands: all_rows.div_ceil(rows),
         }
+    }
+
+    /// Global tile rows `[r0, r1)` of band `band`.
+    fn band(&self, g: &ConvGeom, band: usize) -> (usize, usize) {
+        let r0 = band * self.rows;
+        (r0, (r0 + self.rows).min(g.batch * self.th))
+    }
+
+    /// `(image, tile row within it)` of global tile row `r`.
+    fn split(&self, r: usize) -> (usize, usize) {
+        (r / self.th, r % self.th)
     }
 }
 
@@ -97,25 +113,20 @@ pub(crate) fn forward<T: Element>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv
     let mut out = vec![T::zero(); g.batch * g.c_out * g.out_plane()];
     let tiles = Tiles::plan(g, std::mem::size_of::<T>());
     let threads = rayon::current_num_threads().max(1);
-    let items: Vec<usize> = (0..g.batch * tiles.bands).collect();
+    let items: Vec<usize> = (0..tiles.bands).collect();
     let scratch = XI * (g.c_in + g.c_out) * tiles.rows * tiles.tw;
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let run = |item: usize, buf: &mut [T], alone: bool| {
-        let (n, band) = (item / tiles.bands, item % tiles.bands);
-        let ty0 = band * tiles.rows;
-        let ty1 = (ty0 + tiles.rows).min(tiles.th);
-        let image = &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
-        // SAFETY: item (n, band) alone writes output rows [2·ty0, 2·ty1) of image n.
-        let dst = SendPtr(unsafe { out_ptr.get().add(n * g.c_out * g.out_plane()) });
+    let run = |band: usize, buf: &mut [T], alone: bool| {
+        // Each band alone writes the output rows of its own tile rows.
         band_forward(
-            image,
+            x,
             &u,
             bias,
             g,
             &tiles,
-            (ty0, ty1),
+            tiles.band(g, band),
             buf,
-            dst,
+            out_ptr,
             alone && threads > 1,
         );
     };
@@ -124,28 +135,28 @@ pub(crate) fn forward<T: Element>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv
     out
 }
 
-/// One band of tile rows `[ty0, ty1)` of one image: input transform into `V`, 16 GEMMs into
-/// `M`, output transform into `dst` (the image's `[c_out, oh, ow]` output).
+/// One band of global tile rows `[r0, r1)`: input transform of `x` into `V`, 16 GEMMs into
+/// `M`, output transform into `dst` (the batch's `[N, c_out, oh, ow]` output).
 #[allow(clippy::too_many_arguments)]
 fn band_forward<T: Element>(
-    image: &[T],
+    x: &[T],
     u: &[T],
     bias: Option<&[T]>,
     g: &ConvGeom,
     tiles: &Tiles,
-    (ty0, ty1): (usize, usize),
+    (r0, r1): (usize, usize),
     buf: &mut [T],
     dst: SendPtr<T>,
     inner_parallel: bool,
 ) {
-    let nt = (ty1 - ty0) * tiles.tw;
+    let nt = (r1 - r0) * tiles.tw;
     let (v, m) = buf.split_at_mut(XI * g.c_in * nt);
     let m = &mut m[..XI * g.c_out * nt];
     let v_ptr = SendPtr(v.as_mut_ptr());
     // SAFETY (both transforms): each call writes only the V rows / output planes of its own
     // channel range.
     for_channel_ranges(g.c_in, inner_parallel, |cs| unsafe {
-        input_transform_simd(image, g, tiles, (ty0, ty1), cs, nt, v_ptr)
+        input_transform_simd(x, g, tiles, (r0, r1), cs, nt, v_ptr)
     });
 
     let m_ptr = SendPtr(m.as_mut_ptr());
@@ -184,7 +195,7 @@ fn band_forward<T: Element>(
 
     let m = &*m;
     for_channel_ranges(g.c_out, inner_parallel, |cs| unsafe {
-        output_transform_simd(m, g, tiles, (ty0, ty1), cs, nt, bias, dst)
+        output_transform_simd(m, g, tiles, (r0, r1), cs, nt, bias, dst)
     });
 }
 
@@ -203,15 +214,15 @@ fn for_channel_ranges(channels: usize, parallel: bool, f: impl Fn((usize, usize)
     }
 }
 
-/// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for the tiles of rows `[ty0, ty1)` of input planes
-/// `c ∈ [c0, c1)` of `image`.
+/// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for the tiles of global tile rows `[r0, r1)` of input
+/// planes `c ∈ [c0, c1)` of the batch `x`.
 ///
 /// # Safety
 /// `v` must hold `16 · c_in · nt` elements; only the entries of channels `[c0, c1)` are
 /// written.
 #[inline(always)]
 unsafe fn input_transform<T: Element>(
-    image: &[T],
+    x: &[T],
     g: &ConvGeom,
     tiles: &Tiles,
     band: (usize, usize),
@@ -219,14 +230,15 @@ unsafe fn input_transform<T: Element>(
     nt: usize,
     v: SendPtr<T>,
 ) {
-    let (ty0, ty1) = band;
+    let (r0, r1) = band;
     let tw = tiles.tw;
     // Even and odd columns of the 4 zero-padded input rows of a tile row: P[j] = x[j − pad].
     let mut even = vec![T::zero(); 4 * (tw + 1)];
     let mut odd = vec![T::zero(); 4 * (tw + 1)];
     let mut cols = vec![T::zero(); 16 * tw];
-    for (c, ty) in (channels.0..channels.1).flat_map(|c| (ty0..ty1).map(move |ty| (c, ty))) {
-        let plane = &image[c * g.in_plane()..(c + 1) * g.in_plane()];
+    for (c, r) in (channels.0..channels.1).flat_map(|c| (r0..r1).map(move |r| (c, r))) {
+        let (n, ty) = tiles.split(r);
+        let plane = &x[(n * g.c_in + c) * g.in_plane()..(n * g.c_in + c + 1) * g.in_plane()];
         for i in 0..4 {
             let (e, o) = (
                 &mut even[i * (tw + 1)..(i + 1) * (tw + 1)],
@@ -250,40 +262,66 @@ unsafe fn input_transform<T: Element>(
             let (r1, rest) = rest.split_at_mut(tw);
             let (r2, rest) = rest.split_at_mut(tw);
             let r3 = &mut rest[..tw];
-            for t in 0..tw {
-                let (d0, d1, d2, d3) = (e[t], o[t], e[t + 1], o[t + 1]);
-                r0[t] = d0 - d2;
-                r1[t] = d1 + d2;
-                r2[t] = d2 - d1;
-                r3[t] = d1 - d3;
-            }
+            butterfly(e, o, &e[1..], &o[1..], [r0, r1, r2, r3]);
         }
         // Bᵀ along the columns: rows R0 − R2, R1 + R2, R2 − R1, R1 − R3.
-        let q = (ty - ty0) * tw;
+        let q = (r - r0) * tw;
         for j in 0..4 {
             let row = |i: usize| &cols[(4 * i + j) * tw..(4 * i + j + 1) * tw];
-            let (a0, a1, a2, a3) = (row(0), row(1), row(2), row(3));
             let dst = |xi: usize| {
-                // SAFETY: V[ξ][c][q .. q + tw] lies inside v (caller's contract).
+                // SAFETY: V[ξ][c][q .. q + tw] lies inside v (caller's contract), and the four
+                // ξ of one call are distinct, so the slices are disjoint.
                 unsafe {
                     std::slice::from_raw_parts_mut(v.get().add((xi * g.c_in + c) * nt + q), tw)
                 }
             };
-            let (v0, v1, v2, v3) = (dst(j), dst(4 + j), dst(8 + j), dst(12 + j));
-            for t in 0..tw {
-                v0[t] = a0[t] - a2[t];
-                v1[t] = a1[t] + a2[t];
-                v2[t] = a2[t] - a1[t];
-                v3[t] = a1[t] - a3[t];
-            }
+            butterfly(
+                row(0),
+                row(1),
+                row(2),
+                row(3),
+                [dst(j), dst(4 + j), dst(8 + j), dst(12 + j)],
+            );
         }
+    }
+}
+
+/// `out = [m0 + m1 + m2 + bias, m1 − m2 − m3 + bias]` element-wise: the Aᵀ transform of
+/// F(2×2, 3×3) along one direction (see [`butterfly`] for why it is a function).
+#[inline(always)]
+fn a_transpose<T: Element>(m0: &[T], m1: &[T], m2: &[T], m3: &[T], bias: T, out: [&mut [T]; 2]) {
+    let [o0, o1] = out;
+    let n = o0.len();
+    let (m0, m1, m2, m3) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n]);
+    let o1 = &mut o1[..n];
+    for t in 0..n {
+        o0[t] = m0[t] + m1[t] + m2[t] + bias;
+        o1[t] = m1[t] - m2[t] - m3[t] + bias;
+    }
+}
+
+/// `out = [d0 − d2, d1 + d2, d2 − d1, d1 − d3]` element-wise over `out[0].len()` elements: the
+/// B transform of F(2×2, 3×3) along one direction. A function of its own so that the compiler
+/// knows the eight slices do not overlap (`&mut` arguments) and vectorises the loop without
+/// run-time overlap checks.
+#[inline(always)]
+fn butterfly<T: Element>(d0: &[T], d1: &[T], d2: &[T], d3: &[T], out: [&mut [T]; 4]) {
+    let [o0, o1, o2, o3] = out;
+    let n = o0.len();
+    let (d0, d1, d2, d3) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n]);
+    let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    for t in 0..n {
+        o0[t] = d0[t] - d2[t];
+        o1[t] = d1[t] + d2[t];
+        o2[t] = d2[t] - d1[t];
+        o3[t] = d1[t] - d3[t];
     }
 }
 
 simd_dispatch! {
     /// [`input_transform`] for the CPU's widest vectors.
     [unsafe] fn input_transform_simd<T: Element>(
-        image: &[T], g: &ConvGeom, tiles: &Tiles, band: (usize, usize),
+        x: &[T], g: &ConvGeom, tiles: &Tiles, band: (usize, usize),
         channels: (usize, usize), nt: usize, v: SendPtr<T>,
     ) => input_transform
 }
@@ -331,12 +369,12 @@ fn deinterleave<T: Element>(row: &[T], pad: usize, even: &mut [T], odd: &mut [T]
     }
 }
 
-/// Output rows of the band for channels `co ∈ [c0, c1)`: `Y = Aᵀ M A + bias` per tile,
-/// written to `dst`.
+/// Output rows of the band's global tile rows for channels `co ∈ [c0, c1)`:
+/// `Y = Aᵀ M A + bias` per tile, written to `dst`.
 ///
 /// # Safety
-/// `dst` must point at the image's `[c_out, oh, ow]` output; only rows of this band of planes
-/// `[c0, c1)` are written.
+/// `dst` must point at the batch's `[N, c_out, oh, ow]` output; only the rows of this band's
+/// tile rows of planes `[c0, c1)` are written.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn output_transform<T: Element>(
@@ -349,32 +387,26 @@ unsafe fn output_transform<T: Element>(
     bias: Option<&[T]>,
     dst: SendPtr<T>,
 ) {
-    let (ty0, ty1) = band;
+    let (r0, r1) = band;
     let tw = tiles.tw;
     let mut ma = vec![T::zero(); 8 * tw];
     let mut y = vec![T::zero(); 4 * tw];
-    for (co, ty) in (channels.0..channels.1).flat_map(|c| (ty0..ty1).map(move |ty| (c, ty))) {
+    for (co, r) in (channels.0..channels.1).flat_map(|c| (r0..r1).map(move |r| (c, r))) {
+        let (n, ty) = tiles.split(r);
         let bias = bias.map_or(T::zero(), |b| b[co]);
-        let q = (ty - ty0) * tw;
+        let q = (r - r0) * tw;
         let at = |xi: usize| &m[(xi * g.c_out + co) * nt + q..][..tw];
         // M·A along each row a: [m_a0 + m_a1 + m_a2, m_a1 − m_a2 − m_a3].
         for a in 0..4 {
             let (m0, m1, m2, m3) = (at(4 * a), at(4 * a + 1), at(4 * a + 2), at(4 * a + 3));
             let (s0, s1) = ma[2 * a * tw..(2 * a + 2) * tw].split_at_mut(tw);
-            for t in 0..tw {
-                s0[t] = m0[t] + m1[t] + m2[t];
-                s1[t] = m1[t] - m2[t] - m3[t];
-            }
+            a_transpose(m0, m1, m2, m3, T::zero(), [s0, s1]);
         }
         // Aᵀ along the columns, then the bias.
         for j in 0..2 {
             let row = |a: usize| &ma[(2 * a + j) * tw..(2 * a + j + 1) * tw];
-            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
             let (y0, y1) = y[2 * j * tw..(2 * j + 2) * tw].split_at_mut(tw);
-            for t in 0..tw {
-                y0[t] = r0[t] + r1[t] + r2[t] + bias;
-                y1[t] = r1[t] - r2[t] - r3[t] + bias;
-            }
+            a_transpose(row(0), row(1), row(2), row(3), bias, [y0, y1]);
         }
         // y holds [Y00, Y10, Y01, Y11] (output row i, column j of each tile): interleave.
         for i in 0..2 {
@@ -382,9 +414,13 @@ unsafe fn output_transform<T: Element>(
             if oy >= g.oh {
                 continue;
             }
-            // SAFETY: row oy of plane co is inside the image's output (caller's contract).
+            // SAFETY: row oy of plane (n, co) is inside the output (caller's contract).
             let out = unsafe {
-                std::slice::from_raw_parts_mut(dst.get().add(co * g.out_plane() + oy * g.ow), g.ow)
+                std::slice::from_raw_parts_mut(
+                    dst.get()
+                        .add((n * g.c_out + co) * g.out_plane() + oy * g.ow),
+                    g.ow,
+                )
             };
             let c0 = &y[i * tw..(i + 1) * tw];
             let c1 = &y[(2 + i) * tw..(3 + i) * tw];
@@ -405,6 +441,19 @@ mod tests {
     use super::super::gemm_conv::forward_im2col;
     use super::*;
 
+    /// Odd sizes (tiles overhanging the output), every padding, one image and several, a band
+    /// spanning images.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+        (1, 3, 5, 7, 2, 1),
+        (2, 16, 9, 6, 8, 0),
+        (3, 8, 4, 4, 5, 2),
+        (1, 4, 1, 1, 3, 1),
+        (2, 24, 17, 19, 16, 1),
+        (1, 64, 40, 36, 48, 1),
+        // Bands of 13 tile rows over 12 images of 3: band edges inside images.
+        (12, 512, 6, 10, 256, 1),
+    ];
+
     fn values(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
@@ -417,26 +466,15 @@ mod tests {
             .collect()
     }
 
-    /// Winograd against im2col on the same data, whatever `applies` would choose: odd and
-    /// tiny sizes (partial and single tiles), paddings 0–2, batch > 1, few and many channels,
-    /// with 1 and 3 threads (per-band and per-channel parallelism).
     #[test]
     fn matches_im2col_in_f32_and_f64() {
-        let shapes = [
-            (1, 3, 5, 7, 2, 1),
-            (2, 16, 9, 6, 8, 0),
-            (3, 8, 4, 4, 5, 2),
-            (1, 4, 1, 1, 3, 1),
-            (2, 24, 17, 19, 16, 1),
-            (1, 64, 40, 36, 48, 1),
-        ];
         for threads in [1, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             pool.install(|| {
-                for (i, &(n, ci, h, w, co, pad)) in shapes.iter().enumerate() {
+                for (i, &(n, ci, h, w, co, pad)) in SHAPES.iter().enumerate() {
                     let g = ConvGeom::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, pad).unwrap();
                     let x = values(n * ci * h * w, i as u64);
                     let k = values(co * ci * 9, 50 + i as u64);
