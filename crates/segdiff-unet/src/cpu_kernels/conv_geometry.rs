@@ -105,14 +105,39 @@ const TILE_BYTES: usize = 1 << 20;
 /// Fewer output pixels per GEMM than this and re-packing the weights for every band dominates.
 const MIN_BAND_PIXELS: usize = 256;
 
-/// Output rows cut into `count` bands of `rows` rows (the last may be shorter), per image.
+/// Output rows cut into `count` bands of `rows` rows (the last may be shorter), per image; or,
+/// once [`Bands::grouped`], whole images `images` at a time when one image is smaller than a
+/// band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Bands {
     pub rows: usize,
     pub count: usize,
+    /// Images per work item: 1, or more when whole images are side by side in one tile.
+    pub images: usize,
     /// Enough independent bands to run one per thread with single-threaded GEMMs; otherwise the
     /// bands run one after the other with the GEMM itself parallel.
     pub parallel: bool,
+}
+
+/// One work item: images `[n0, n1)`, output rows `[oy0, oy1)` of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Item {
+    pub n0: usize,
+    pub n1: usize,
+    pub oy0: usize,
+    pub oy1: usize,
+}
+
+impl Item {
+    /// Output pixels per image.
+    pub fn pixels(&self, g: &ConvGeom) -> usize {
+        (self.oy1 - self.oy0) * g.ow
+    }
+
+    /// Output pixels of the whole item (the GEMM's width).
+    pub fn width(&self, g: &ConvGeom) -> usize {
+        (self.n1 - self.n0) * self.pixels(g)
+    }
 }
 
 impl Bands {
@@ -120,8 +145,7 @@ impl Bands {
     /// the input (col2im) from touching the band after next.
     pub fn plan(g: &ConvGeom, elem: usize, min_rows: usize, threads: usize) -> Self {
         let threads = threads.max(1);
-        let bytes_per_pixel = g.depth() * elem;
-        let pixels = (TILE_BYTES / bytes_per_pixel.max(1)).max(MIN_BAND_PIXELS);
+        let pixels = Self::pixel_budget(g, elem);
         let mut rows = pixels
             .div_ceil(g.ow.max(1))
             .clamp(min_rows.max(1), g.oh.max(1));
@@ -139,21 +163,51 @@ impl Bands {
         Self {
             rows,
             count,
+            images: 1,
             parallel: g.batch * count >= threads && threads > 1,
         }
     }
 
-    /// Work items: one per (image, band).
-    pub fn items(&self, g: &ConvGeom) -> usize {
-        g.batch * self.count
+    /// Output pixels per tile: [`TILE_BYTES`] of im2col rows, at least [`MIN_BAND_PIXELS`].
+    fn pixel_budget(g: &ConvGeom, elem: usize) -> usize {
+        (TILE_BYTES / (g.depth() * elem).max(1)).max(MIN_BAND_PIXELS)
     }
 
-    /// The image and output rows `[oy0, oy1)` of work item `item`.
-    pub fn item(&self, g: &ConvGeom, item: usize) -> (usize, usize, usize) {
-        let n = item / self.count;
+    /// These bands, with images smaller than a band grouped side by side (at most one group per
+    /// thread's share of the batch), so that the GEMMs of small images (2², 4², 8²) are not a
+    /// handful of columns wide. For kernels that build every item's tile with im2col.
+    pub fn grouped(self, g: &ConvGeom, elem: usize, threads: usize) -> Self {
+        let plane = g.out_plane().max(1);
+        let fit = Self::pixel_budget(g, elem) / plane;
+        if self.count != 1 || fit < 2 || g.batch < 2 {
+            return self;
+        }
+        let threads = threads.max(1);
+        let images = fit.min(g.batch.div_ceil(threads)).max(1);
+        Self {
+            images,
+            parallel: g.batch.div_ceil(images) >= threads && threads > 1,
+            ..self
+        }
+    }
+
+    /// Number of work items.
+    pub fn items(&self, g: &ConvGeom) -> usize {
+        g.batch.div_ceil(self.images) * self.count
+    }
+
+    /// The images and output rows of work item `item`.
+    pub fn item(&self, g: &ConvGeom, item: usize) -> Item {
+        let group = item / self.count;
         let band = item % self.count;
         let oy0 = band * self.rows;
-        (n, oy0, (oy0 + self.rows).min(g.oh))
+        let n0 = group * self.images;
+        Item {
+            n0,
+            n1: (n0 + self.images).min(g.batch),
+            oy0,
+            oy1: (oy0 + self.rows).min(g.oh),
+        }
     }
 }
 
@@ -210,17 +264,29 @@ mod tests {
             (1, 512, 16, 2),
             (3, 4, 7, 2),
             (2, 256, 32, 3),
+            (16, 128, 2, 2),
+            (16, 128, 4, 3),
+            (5, 64, 8, 2),
         ] {
             let g = ConvGeom::new(&[batch, c, size, size], &[c, c, 3, 3], 1, 1).unwrap();
-            let b = Bands::plan(&g, 4, 1, threads);
-            let mut seen = vec![0usize; batch * g.oh];
-            for item in 0..b.items(&g) {
-                let (n, lo, hi) = b.item(&g, item);
-                for r in lo..hi {
-                    seen[n * g.oh + r] += 1;
-                }
+            let plain = Bands::plan(&g, 4, 1, threads);
+            let grouped = plain.grouped(&g, 4, threads);
+            if size <= 4 {
+                assert!(grouped.images > 1, "{batch} {c} {size}: {grouped:?}");
             }
-            assert!(seen.iter().all(|&s| s == 1), "{batch} {c} {size}: {seen:?}");
+            for b in [plain, grouped] {
+                let mut seen = vec![0usize; batch * g.oh];
+                for item in 0..b.items(&g) {
+                    let it = b.item(&g, item);
+                    assert!(it.n1 > it.n0 && it.oy1 > it.oy0, "{it:?}");
+                    for n in it.n0..it.n1 {
+                        for r in it.oy0..it.oy1 {
+                            seen[n * g.oh + r] += 1;
+                        }
+                    }
+                }
+                assert!(seen.iter().all(|&s| s == 1), "{batch} {c} {size}: {seen:?}");
+            }
         }
     }
 }

@@ -65,6 +65,10 @@ const SHAPES: &[ConvCase] = &[
     (1, 40, 3, 3, 16, 3, 1, 1),
     (4, 3, 1, 1, 5, 3, 1, 1),
     (1, 8, 5, 6, 4, 3, 1, 0),
+    // Images smaller than a band, grouped side by side in one tile (3×3, stride 2, 1×1).
+    (16, 32, 4, 4, 24, 3, 1, 1),
+    (6, 8, 3, 5, 5, 3, 2, 1),
+    (5, 16, 4, 4, 8, 1, 1, 0),
     // Large enough for Winograd F(2×2, 3×3) (≥ 256 tiles): odd sizes (partial tiles),
     // padding 0 and 2, batch > 1.
     (2, 16, 23, 21, 16, 3, 1, 1),

@@ -10,7 +10,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv_geometry::{Bands, ConvGeom};
+use super::conv_geometry::{Bands, ConvGeom, Item};
 use super::im2col::{col2im_add, im2col};
 use super::{for_each_item, winograd, Element, SendPtr};
 
@@ -86,39 +86,61 @@ pub(crate) fn forward_im2col<T: Element>(
     bias: Option<&[T]>,
     g: &ConvGeom,
 ) -> Vec<T> {
+    let elem = std::mem::size_of::<T>();
     let mut out = vec![T::zero(); g.batch * g.c_out * g.out_plane()];
-    let bands = Bands::plan(g, std::mem::size_of::<T>(), 1, threads());
-    let tile_len = if g.is_pointwise() {
+    let bands = Bands::plan(g, elem, 1, threads()).grouped(g, elem, threads());
+    let width = bands.images * bands.rows * g.ow;
+    // The tile, and for image groups the product before it is scattered to the images.
+    let tile_len = if g.is_pointwise() && bands.images == 1 {
         0
     } else {
-        g.depth() * bands.rows * g.ow
+        g.depth() * width
     };
+    let scratch = tile_len + if bands.images > 1 { g.c_out * width } else { 0 };
     let out_ptr = SendPtr(out.as_mut_ptr());
     let depth = g.depth();
     let items: Vec<usize> = (0..bands.items(g)).collect();
     for_each_item(
         &items,
         bands.parallel,
-        tile_len,
-        |item, tile: &mut [T], alone| {
+        scratch,
+        |item, buf: &mut [T], alone| {
             let par = gemm_threads(alone);
-            let (n, oy0, oy1) = bands.item(g, item);
-            let (px0, npx) = (oy0 * g.ow, (oy1 - oy0) * g.ow);
-            let image = &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
-            let (rhs, rhs_rs) = if g.is_pointwise() {
-                (image[px0..].as_ptr(), g.in_plane())
+            let it = bands.item(g, item);
+            let (npx, m) = (it.pixels(g), it.width(g));
+            let (tile, product) = buf.split_at_mut(tile_len);
+            let image = |n: usize| &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
+            let px0 = it.oy0 * g.ow;
+            let (rhs, rhs_rs) = if g.is_pointwise() && bands.images == 1 {
+                (image(it.n0)[px0..].as_ptr(), g.in_plane())
             } else {
-                im2col(image, g, oy0, oy1, tile);
-                (tile.as_ptr(), npx)
+                for n in it.n0..it.n1 {
+                    im2col(
+                        image(n),
+                        g,
+                        (it.oy0, it.oy1),
+                        &mut tile[(n - it.n0) * npx..],
+                        m,
+                    );
+                }
+                (tile.as_ptr(), m)
             };
-            // SAFETY: item (n, band) alone writes columns [px0, px0 + npx) of the c_out planes of
-            // image n; `rhs` covers depth × npx with row stride rhs_rs.
+            // One image: the GEMM writes its band of the c_out planes in place. Several: it
+            // writes c_out × (images · pixels) to `product`, scattered to the planes below.
+            let (dst, dst_rs) = if bands.images == 1 {
+                // SAFETY: in bounds: image n0, columns [px0, px0 + npx) of its planes.
+                let dst = unsafe { out_ptr.get().add(it.n0 * g.c_out * g.out_plane() + px0) };
+                (dst, g.out_plane())
+            } else {
+                (product.as_mut_ptr(), m)
+            };
+            // SAFETY: item `it` alone writes columns [px0, px0 + npx) of the c_out planes of its
+            // images (or its own scratch); `rhs` covers depth × m with row stride rhs_rs.
             unsafe {
-                let dst = out_ptr.get().add(n * g.c_out * g.out_plane() + px0);
                 matmul(
-                    (g.c_out, npx, depth),
+                    (g.c_out, m, depth),
                     dst,
-                    (g.out_plane(), 1),
+                    (dst_rs, 1),
                     false,
                     w.as_ptr(),
                     (depth, 1),
@@ -126,11 +148,25 @@ pub(crate) fn forward_im2col<T: Element>(
                     (rhs_rs, 1),
                     par,
                 );
-                if let Some(bias) = bias {
-                    for (co, &b) in bias.iter().enumerate() {
-                        let row = std::slice::from_raw_parts_mut(dst.add(co * g.out_plane()), npx);
-                        for v in row {
-                            *v += b;
+            }
+            for n in it.n0..it.n1 {
+                for co in 0..g.c_out {
+                    let b = bias.map_or(T::zero(), |b| b[co]);
+                    // SAFETY: as above; the planes of different items do not overlap.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out_ptr.get().add((n * g.c_out + co) * g.out_plane() + px0),
+                            npx,
+                        )
+                    };
+                    if bands.images == 1 {
+                        if bias.is_some() {
+                            row.iter_mut().for_each(|v| *v += b);
+                        }
+                    } else {
+                        let src = &product[co * m + (n - it.n0) * npx..][..npx];
+                        for (o, &v) in row.iter_mut().zip(src) {
+                            *o = v + b;
                         }
                     }
                 }
@@ -179,7 +215,9 @@ pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> 
     let dx_ptr = SendPtr(dx.as_mut_ptr());
     let run = |item: usize, col: &mut [T], alone: bool| {
         let par = gemm_threads(alone);
-        let (n, oy0, oy1) = bands.item(g, item);
+        let Item {
+            n0: n, oy0, oy1, ..
+        } = bands.item(g, item);
         let (px0, npx) = (oy0 * g.ow, (oy1 - oy0) * g.ow);
         // SAFETY: col holds depth × npx (the scratch length is for the widest band); dy covers
         // c_out rows of out_plane from (n, px0). w is [c_out, depth], read transposed.
@@ -225,45 +263,49 @@ pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> 
 pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
     let depth = g.depth();
     let size = g.c_out * depth;
-    let bands = Bands::plan(g, std::mem::size_of::<T>(), 1, threads());
+    let elem = std::mem::size_of::<T>();
+    let bands = Bands::plan(g, elem, 1, threads()).grouped(g, elem, threads());
     let items = bands.items(g);
-    let col_len = if g.is_pointwise() {
-        0
-    } else {
-        depth * bands.rows * g.ow
-    };
+    let width = bands.images * bands.rows * g.ow;
+    let direct = g.is_pointwise() && bands.images == 1;
+    let col_len = if direct { 0 } else { depth * width };
     // gemm's micro-kernels read the left operand in column-major panels and write the
     // destination column-major (it transposes the whole product when the destination is
     // row-major). So each chunk accumulates dwᵀ (depth-major, transposed once at the end) from
     // the band of dy transposed to pixels × c_out: handed over as they lie, gemm would gather
     // dy or the im2col tile one element at a time at a stride of a band or a plane (a power of
     // two at the usual sizes: every row in the same L1 set).
-    let tile_len = col_len + g.c_out * bands.rows * g.ow;
+    let tile_len = col_len + g.c_out * width;
     let accumulate = |range: std::ops::Range<usize>, acc: &mut [T], tile: &mut [T], par| {
         let (tile, dy_t) = tile.split_at_mut(col_len);
         for (i, item) in range.enumerate() {
-            let (n, oy0, oy1) = bands.item(g, item);
-            let (px0, npx) = (oy0 * g.ow, (oy1 - oy0) * g.ow);
-            let image = &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
-            let (col, col_rs) = if g.is_pointwise() {
-                (image[px0..].as_ptr(), g.in_plane())
+            let it = bands.item(g, item);
+            let (npx, m, px0) = (it.pixels(g), it.width(g), it.oy0 * g.ow);
+            let image = |n: usize| &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
+            let (col, col_rs) = if direct {
+                (image(it.n0)[px0..].as_ptr(), g.in_plane())
             } else {
-                im2col(image, g, oy0, oy1, tile);
-                (tile.as_ptr(), npx)
+                for n in it.n0..it.n1 {
+                    im2col(
+                        image(n),
+                        g,
+                        (it.oy0, it.oy1),
+                        &mut tile[(n - it.n0) * npx..],
+                        m,
+                    );
+                }
+                (tile.as_ptr(), m)
             };
-            let dy_image = &dy[n * g.c_out * g.out_plane()..(n + 1) * g.c_out * g.out_plane()];
-            transpose_band(
-                dy_image,
-                g.out_plane(),
-                px0,
-                npx,
-                &mut dy_t[..g.c_out * npx],
-            );
-            // SAFETY: acc is c_out × depth, column-major; dy_t holds the c_out × npx band
-            // column-major; col covers depth rows of npx with row stride col_rs, read transposed.
+            for n in it.n0..it.n1 {
+                let dy_image = &dy[n * g.c_out * g.out_plane()..(n + 1) * g.c_out * g.out_plane()];
+                let dst = &mut dy_t[(n - it.n0) * npx * g.c_out..][..npx * g.c_out];
+                transpose_band(dy_image, g.out_plane(), px0, npx, dst);
+            }
+            // SAFETY: acc is c_out × depth, column-major; dy_t holds the c_out × m band
+            // column-major; col covers depth rows of m with row stride col_rs, read transposed.
             unsafe {
                 matmul(
-                    (g.c_out, depth, npx),
+                    (g.c_out, depth, m),
                     acc.as_mut_ptr(),
                     (1, g.c_out),
                     i > 0,

@@ -8,17 +8,25 @@
 use super::conv_geometry::ConvGeom;
 use super::Element;
 
-/// Writes the im2col tile of output rows `[oy0, oy1)` of image `x` (`[c_in, h, w]`) into `tile`.
-pub(crate) fn im2col<T: Element>(x: &[T], g: &ConvGeom, oy0: usize, oy1: usize, tile: &mut [T]) {
+/// Writes the im2col tile of output rows `[oy0, oy1)` of image `x` (`[c_in, h, w]`) into `tile`,
+/// whose rows start `row_stride` elements apart (`npx` for a tile of its own, more when several
+/// images' tiles sit side by side).
+pub(crate) fn im2col<T: Element>(
+    x: &[T],
+    g: &ConvGeom,
+    (oy0, oy1): (usize, usize),
+    tile: &mut [T],
+    row_stride: usize,
+) {
     let npx = (oy1 - oy0) * g.ow;
     let k = g.k;
-    debug_assert!(tile.len() >= g.depth() * npx);
+    debug_assert!(row_stride >= npx && tile.len() >= (g.depth() - 1) * row_stride + npx);
     let cols: Vec<(usize, usize)> = (0..k).map(|kx| g.valid_cols(kx)).collect();
     for c in 0..g.c_in {
         let plane = &x[c * g.in_plane()..(c + 1) * g.in_plane()];
         for ky in 0..k {
             for (kx, &(lo, hi)) in cols.iter().enumerate() {
-                let row = ((c * k + ky) * k + kx) * npx;
+                let row = ((c * k + ky) * k + kx) * row_stride;
                 let row = &mut tile[row..row + npx];
                 for (r, oy) in (oy0..oy1).enumerate() {
                     let dst = &mut row[r * g.ow..(r + 1) * g.ow];
@@ -125,7 +133,7 @@ mod tests {
                 .map(|i| ((i * 13 % 7) as f64) - 3.0)
                 .collect();
             let mut tile = vec![0.0; g.depth() * npx];
-            im2col(&x, &g, 0, g.oh, &mut tile);
+            im2col(&x, &g, (0, g.oh), &mut tile, g.out_plane());
             let lhs: f64 = tile.iter().zip(&cv).map(|(a, b)| a * b).sum();
             let mut back = vec![0.0; c * h * w];
             // SAFETY: `back` holds the whole image and nothing else touches it.
