@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use super::conv_geometry::{Bands, ConvGeom, Item};
 use super::im2col::{col2im_add, im2col};
-use super::{for_each_item, winograd, Element, SendPtr};
+use super::{assume_init, for_each_item, uninit, winograd, Element, SendPtr};
+use std::mem::MaybeUninit;
 
 fn threads() -> usize {
     rayon::current_num_threads().max(1)
@@ -87,7 +88,7 @@ pub(crate) fn forward_im2col<T: Element>(
     g: &ConvGeom,
 ) -> Vec<T> {
     let elem = std::mem::size_of::<T>();
-    let mut out = vec![T::zero(); g.batch * g.c_out * g.out_plane()];
+    let mut out = uninit::<T>(g.batch * g.c_out * g.out_plane());
     let bands = Bands::plan(g, elem, 1, threads()).grouped(g, elem, threads());
     let width = bands.images * bands.rows * g.ow;
     // The tile, and for image groups the product before it is scattered to the images.
@@ -97,7 +98,7 @@ pub(crate) fn forward_im2col<T: Element>(
         g.depth() * width
     };
     let scratch = tile_len + if bands.images > 1 { g.c_out * width } else { 0 };
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr().cast::<T>());
     let depth = g.depth();
     let items: Vec<usize> = (0..bands.items(g)).collect();
     for_each_item(
@@ -152,28 +153,36 @@ pub(crate) fn forward_im2col<T: Element>(
             for n in it.n0..it.n1 {
                 for co in 0..g.c_out {
                     let b = bias.map_or(T::zero(), |b| b[co]);
-                    // SAFETY: as above; the planes of different items do not overlap.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out_ptr.get().add((n * g.c_out + co) * g.out_plane() + px0),
-                            npx,
-                        )
-                    };
+                    let at = (n * g.c_out + co) * g.out_plane() + px0;
                     if bands.images == 1 {
                         if bias.is_some() {
+                            // SAFETY: as above; the GEMM has written the row.
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(out_ptr.get().add(at), npx)
+                            };
                             row.iter_mut().for_each(|v| *v += b);
                         }
                     } else {
+                        // SAFETY: as above; the planes of different items do not overlap. The
+                        // row is written here, so it is seen as possibly uninitialised.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out_ptr.get().add(at).cast::<MaybeUninit<T>>(),
+                                npx,
+                            )
+                        };
                         let src = &product[co * m + (n - it.n0) * npx..][..npx];
                         for (o, &v) in row.iter_mut().zip(src) {
-                            *o = v + b;
+                            o.write(v + b);
                         }
                     }
                 }
             }
         },
     );
-    out
+    // SAFETY: the items cover every image and output row, and each item's GEMM (one image) or
+    // scatter (several) writes all c_out planes of its rows.
+    unsafe { assume_init(out) }
 }
 
 /// `dx = convᵀ(dy, w)`, the gradient of [`forward`] with respect to `x` (`[batch, c_in, h, w]`).

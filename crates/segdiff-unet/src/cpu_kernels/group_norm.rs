@@ -12,7 +12,8 @@ use candle_core::{CpuStorage, CustomOp3, Error, Layout, Module, Result, Shape, T
 use rayon::prelude::*;
 
 use super::vector_math::simd_dispatch;
-use super::{contiguous, runs_here, Element};
+use super::{assume_init, contiguous, runs_here, uninit, Element};
+use std::mem::MaybeUninit;
 
 /// GroupNorm of `x` (`[N, C, …]`) in `groups` groups with per-channel `weight` and `bias`
 /// (`[C]`) and `eps`, then SiLU when `silu`; differentiable with respect to all three.
@@ -155,7 +156,7 @@ fn moments<T: Element>(block: &[T], eps: f64) -> (f64, f64) {
 #[inline(always)]
 fn forward_block<T: Element>(
     x: &[T],
-    y: &mut [T],
+    y: &mut [MaybeUninit<T>],
     affine: (&[T], &[T]),
     eps: f64,
     silu: bool,
@@ -169,11 +170,11 @@ fn forward_block<T: Element>(
         if silu {
             for (o, &v) in ys.iter_mut().zip(xs) {
                 let z = a * v + b;
-                *o = z * z.sigmoid();
+                o.write(z * z.sigmoid());
             }
         } else {
             for (o, &v) in ys.iter_mut().zip(xs) {
-                *o = a * v + b;
+                o.write(a * v + b);
             }
         }
     }
@@ -185,7 +186,7 @@ fn forward_block<T: Element>(
 fn backward_block<T: Element>(
     x: &[T],
     dy: &[T],
-    dx: &mut [T],
+    dx: &mut [MaybeUninit<T>],
     affine: (&[T], &[T]),
     eps: f64,
     silu: bool,
@@ -256,7 +257,7 @@ fn backward_block<T: Element>(
         let (a, b) = coeffs[c];
         let alpha = T::from_f64(rstd * weight[c].to_f64());
         for ((o, &xv), &gv) in out.iter_mut().zip(xs).zip(gs) {
-            *o = alpha * dz(a * xv + b, gv) + beta * xv + c0;
+            o.write(alpha * dz(a * xv + b, gv) + beta * xv + c0);
         }
     }
     sums
@@ -264,13 +265,15 @@ fn backward_block<T: Element>(
 
 simd_dispatch! {
     fn forward_block_simd<T: Element>(
-        x: &[T], y: &mut [T], affine: (&[T], &[T]), eps: f64, silu: bool, plane: usize,
+        x: &[T], y: &mut [MaybeUninit<T>], affine: (&[T], &[T]), eps: f64, silu: bool,
+        plane: usize,
     ) => forward_block
 }
 
 simd_dispatch! {
     fn backward_block_simd<T: Element>(
-        x: &[T], dy: &[T], dx: &mut [T], affine: (&[T], &[T]), eps: f64, silu: bool, plane: usize,
+        x: &[T], dy: &[T], dx: &mut [MaybeUninit<T>], affine: (&[T], &[T]), eps: f64,
+        silu: bool, plane: usize,
     ) -> Vec<(f64, f64)> => backward_block
 }
 
@@ -293,7 +296,7 @@ impl GroupNormOp {
         let x = contiguous::<T>(s1, l1)?;
         let w = contiguous::<T>(s2, l2)?;
         let b = contiguous::<T>(s3, l3)?;
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = uninit::<T>(x.len());
         let per_group = d.channels / d.groups;
         y.par_chunks_mut(d.block().max(1))
             .zip(x.par_chunks(d.block().max(1)))
@@ -303,6 +306,8 @@ impl GroupNormOp {
                 let affine = (&w[c0..c0 + per_group], &b[c0..c0 + per_group]);
                 forward_block_simd(xb, yb, affine, self.eps, self.silu, d.plane);
             });
+        // SAFETY: the blocks cover y, and forward_block writes every element of its block.
+        let y = unsafe { assume_init(y) };
         Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
     }
 }
@@ -374,7 +379,7 @@ impl GroupNormOp {
         let affine = contiguous::<T>(s3, l3)?;
         let (w, b) = affine.split_at(d.channels);
         let n = x.len();
-        let mut out = vec![T::zero(); n + 2 * d.channels];
+        let mut out = uninit::<T>(n + 2 * d.channels);
         let per_group = d.channels / d.groups;
         let block = d.block().max(1);
         let sums: Vec<Vec<(f64, f64)>> = out[..n]
@@ -387,6 +392,14 @@ impl GroupNormOp {
                 backward_block_simd(xb, gb, dxb, affine, self.eps, self.silu, d.plane)
             })
             .collect();
+        // SAFETY: the blocks cover out[..n], and backward_block writes every element of its
+        // block; the 2·channels after it are zeroed here.
+        let mut out = unsafe {
+            out[n..].iter_mut().for_each(|v| {
+                v.write(T::zero());
+            });
+            assume_init(out)
+        };
         // Blocks are ordered (image, group): sum the images in order for each channel.
         let (dw, db) = out[n..].split_at_mut(d.channels);
         for (i, s) in sums.iter().enumerate() {

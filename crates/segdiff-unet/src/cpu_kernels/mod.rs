@@ -44,6 +44,7 @@ mod winograd;
 mod conv_tests;
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
@@ -178,4 +179,26 @@ fn dtype_error(op: &str, dtype: DType) -> candle_core::Error {
     candle_core::Error::Msg(format!(
         "{op}: only f32 and f64 run on segdiff's CPU kernels, got {dtype:?}"
     ))
+}
+
+/// `len` elements of uninitialised memory for a result that is written in full before it is
+/// read, turned into the result by [`assume_init`]. `vec![0; len]` would spend a pass over the
+/// memory on zeros that are overwritten: 1.2 ms for an 8 MiB activation here, as long as a
+/// GroupNorm's own work on it.
+fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit<T> needs no initialisation; the capacity is `len`.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The initialised result of [`uninit`].
+///
+/// # Safety
+/// Every element of `v` must have been written.
+unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: the same allocation, length and capacity, MaybeUninit<T> has T's layout, and the
+    // caller guarantees that every element is initialised.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
 }

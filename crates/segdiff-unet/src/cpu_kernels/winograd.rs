@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use super::conv_geometry::ConvGeom;
 use super::vector_math::simd_dispatch;
-use super::{for_each_item, Element, SendPtr};
+use super::{assume_init, for_each_item, uninit, Element, SendPtr};
+use std::mem::MaybeUninit;
 
 /// Points of the transformed 4×4 tile.
 const XI: usize = 16;
@@ -110,12 +111,12 @@ impl Tiles {
 /// `y = conv3×3(x, w) + bias`, stride 1, as [`super::gemm_conv::forward`].
 pub(crate) fn forward<T: Element>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let u = transform_weights(w, g.c_out, g.c_in);
-    let mut out = vec![T::zero(); g.batch * g.c_out * g.out_plane()];
+    let mut out = uninit::<T>(g.batch * g.c_out * g.out_plane());
     let tiles = Tiles::plan(g, std::mem::size_of::<T>());
     let threads = rayon::current_num_threads().max(1);
     let items: Vec<usize> = (0..tiles.bands).collect();
     let scratch = XI * (g.c_in + g.c_out) * tiles.rows * tiles.tw;
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr().cast::<T>());
     let run = |band: usize, buf: &mut [T], alone: bool| {
         // Each band alone writes the output rows of its own tile rows.
         band_forward(
@@ -132,7 +133,8 @@ pub(crate) fn forward<T: Element>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv
     };
     let parallel = items.len() >= threads && threads > 1;
     for_each_item(&items, parallel, scratch, run);
-    out
+    // SAFETY: the bands cover every output row, and output_transform writes all of each row.
+    unsafe { assume_init(out) }
 }
 
 /// One band of global tile rows `[r0, r1)`: input transform of `x` into `V`, 16 GEMMs into
@@ -414,11 +416,13 @@ unsafe fn output_transform<T: Element>(
             if oy >= g.oh {
                 continue;
             }
-            // SAFETY: row oy of plane (n, co) is inside the output (caller's contract).
+            // SAFETY: row oy of plane (n, co) is inside the output (caller's contract); it may
+            // not be initialised yet, hence MaybeUninit.
             let out = unsafe {
                 std::slice::from_raw_parts_mut(
                     dst.get()
-                        .add((n * g.c_out + co) * g.out_plane() + oy * g.ow),
+                        .add((n * g.c_out + co) * g.out_plane() + oy * g.ow)
+                        .cast::<MaybeUninit<T>>(),
                     g.ow,
                 )
             };
@@ -426,11 +430,11 @@ unsafe fn output_transform<T: Element>(
             let c1 = &y[(2 + i) * tw..(3 + i) * tw];
             let mut pairs = out.chunks_exact_mut(2);
             for ((p, &a), &b) in (&mut pairs).zip(c0).zip(c1) {
-                p[0] = a;
-                p[1] = b;
+                p[0].write(a);
+                p[1].write(b);
             }
             if let Some(last) = pairs.into_remainder().first_mut() {
-                *last = c0[tw - 1];
+                last.write(c0[tw - 1]);
             }
         }
     }
