@@ -38,7 +38,52 @@ pub fn group_norm(
             x.dims()
         )));
     }
-    x.apply_op3(weight, bias, GroupNormOp { groups, eps, silu })
+    x.apply_op3(
+        weight,
+        bias,
+        GroupNormOp {
+            groups,
+            eps,
+            silu,
+            prelu: None,
+        },
+    )
+}
+
+/// `PReLU(group_norm(x))` with one slope shared by all channels (`PReLU(z) = z` for `z > 0`,
+/// `slope·z` otherwise), in the same single pass as the norm, and without gradients: for
+/// inference, e.g. MONAI's InstanceNorm → PReLU. The values are those of [`group_norm`]
+/// followed by `relu(z) + slope·(z − relu(z))`, exactly (up to the sign of a zero).
+pub fn group_norm_prelu_inference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    slope: f64,
+) -> Result<Tensor> {
+    if !runs_here(x) || weight.dtype() != x.dtype() || bias.dtype() != x.dtype() {
+        let z = group_norm(x, weight, bias, groups, eps, false)?.detach();
+        let pos = z.relu()?;
+        return pos.clone() + ((z - pos)? * slope)?;
+    }
+    let channels = x.dim(1)?;
+    if groups == 0 || !channels.is_multiple_of(groups) || x.rank() < 3 {
+        return Err(Error::Msg(format!(
+            "group_norm: {groups} groups for input {:?} (need [N, C, …] with C divisible)",
+            x.dims()
+        )));
+    }
+    x.apply_op3_no_bwd(
+        weight,
+        bias,
+        &GroupNormOp {
+            groups,
+            eps,
+            silu: false,
+            prelu: Some(slope),
+        },
+    )
 }
 
 /// A drop-in for `candle_nn::GroupNorm` that runs [`group_norm`], with
@@ -159,7 +204,7 @@ fn forward_block<T: Element>(
     y: &mut [MaybeUninit<T>],
     affine: (&[T], &[T]),
     eps: f64,
-    silu: bool,
+    (silu, prelu): (bool, Option<f64>),
     plane: usize,
 ) {
     let (weight, bias) = affine;
@@ -171,6 +216,12 @@ fn forward_block<T: Element>(
             for (o, &v) in ys.iter_mut().zip(xs) {
                 let z = a * v + b;
                 o.write(z * z.sigmoid());
+            }
+        } else if let Some(slope) = prelu {
+            let slope = T::from_f64(slope);
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                let z = a * v + b;
+                o.write(if z > T::zero() { z } else { z * slope });
             }
         } else {
             for (o, &v) in ys.iter_mut().zip(xs) {
@@ -265,8 +316,8 @@ fn backward_block<T: Element>(
 
 simd_dispatch! {
     fn forward_block_simd<T: Element>(
-        x: &[T], y: &mut [MaybeUninit<T>], affine: (&[T], &[T]), eps: f64, silu: bool,
-        plane: usize,
+        x: &[T], y: &mut [MaybeUninit<T>], affine: (&[T], &[T]), eps: f64,
+        act: (bool, Option<f64>), plane: usize,
     ) => forward_block
 }
 
@@ -277,12 +328,14 @@ simd_dispatch! {
     ) -> Vec<(f64, f64)> => backward_block
 }
 
-/// GroupNorm (+ SiLU) forward, CustomOp3 over (x, weight, bias).
+/// GroupNorm (+ SiLU, or + PReLU without gradients) forward, CustomOp3 over (x, weight, bias).
 #[derive(Debug, Clone, Copy)]
 struct GroupNormOp {
     groups: usize,
     eps: f64,
     silu: bool,
+    /// A PReLU slope: only through [`group_norm_prelu_inference`], which has no backward.
+    prelu: Option<f64>,
 }
 
 impl GroupNormOp {
@@ -304,7 +357,8 @@ impl GroupNormOp {
             .for_each(|(i, (yb, xb))| {
                 let c0 = (i % d.groups) * per_group;
                 let affine = (&w[c0..c0 + per_group], &b[c0..c0 + per_group]);
-                forward_block_simd(xb, yb, affine, self.eps, self.silu, d.plane);
+                let act = (self.silu, self.prelu);
+                forward_block_simd(xb, yb, affine, self.eps, act, d.plane);
             });
         // SAFETY: the blocks cover y, and forward_block writes every element of its block.
         let y = unsafe { assume_init(y) };
@@ -337,6 +391,11 @@ impl CustomOp3 for GroupNormOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.prelu.is_some() {
+            return Err(Error::Msg(
+                "group_norm with PReLU has no backward (group_norm_prelu_inference)".into(),
+            ));
+        }
         let affine = Tensor::stack(&[weight.detach(), bias.detach()], 0)?;
         let packed = x.apply_op3_no_bwd(dy, &affine, &GroupNormGrad(self))?;
         let (n, c) = (x.elem_count(), x.dim(1)?);
@@ -499,6 +558,22 @@ mod tests {
         (&[2, 4, 3, 3], 4, -50.0),
         (&[1, 64, 33, 31], 32, 1.0),
     ];
+
+    #[test]
+    fn prelu_inference_matches_group_norm_then_prelu() {
+        let x = Tensor::randn(0f32, 2.0, (3, 8, 5, 7), &Device::Cpu).unwrap();
+        let w = Tensor::ones(8, DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros(8, DType::F32, &Device::Cpu).unwrap();
+        for (groups, slope) in [(8, 0.25), (2, -0.7)] {
+            let got = group_norm_prelu_inference(&x, &w, &b, groups, 1e-5, slope).unwrap();
+            let z = group_norm(&x, &w, &b, groups, 1e-5, false).unwrap();
+            let pos = z.relu().unwrap();
+            let want = (&pos + ((&z - &pos).unwrap() * slope).unwrap()).unwrap();
+            assert_eq!(max_diff(&got, &want), 0.0, "groups {groups} slope {slope}");
+            let negatives = z.lt(0f32).unwrap().to_dtype(DType::F32).unwrap();
+            assert!(negatives.sum_all().unwrap().to_scalar::<f32>().unwrap() > 10.0);
+        }
+    }
 
     #[test]
     fn forward_matches_candle_group_norm_and_silu() {

@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
 pub use conv::{conv2d, conv_transpose2d};
-pub use group_norm::{group_norm, GroupNorm};
+pub use group_norm::{group_norm, group_norm_prelu_inference, GroupNorm};
 
 /// The element types the kernels run on (the `gemm` crate's real types).
 pub(crate) trait Element: WithDType + vector_math::Silu {
