@@ -675,6 +675,16 @@ const OPTIMISATION_LOG: &str = r"
 | MONAI segmenter on these kernels: `conv2d`, a `conv_transpose2d` custom op (the convolution's GEMM input-gradient kernel; its gradients are the convolution's forward and weight gradient), InstanceNorm as the fused GroupNorm with one group per channel | 3–5× (its convolutions were candle's, 5× slower than torch) | batch 8 @256², quiet moments: nru0 ≈ 380 → 54 ms, nru2 ≈ 570 → 141 ms (torch 48 / 105 ms) |
 | `mimalloc` in the xtask (the `segdiff` binary already had it), so the PyTorch comparison times the shipped allocator | page faults from fresh `mmap`s gone | MONAI nru2 forward 175 → 148 ms in a standalone loop; perf: page-fault kernel time 35 % of samples → 3 % |
 | Tried, not kept: a fused single-pass PReLU (rayon, or one thread) instead of candle's relu/sub/mul/add; Winograd only from 32 or 64 channels | −10 ms per segmenter forward; a few % | slower (148 → 175–220 ms: its freshly allocated output is faulted in on a cold path while candle's element-wise pool spins); no change beyond noise |
+| Weight gradient without gathers: gemm packs a row-major left operand one element at a time, at the stride of a band or a plane (a power of two at the usual sizes, every row in one L1 set); now dy's band is transposed to pixels × c_out in L1-sized blocks and each chunk accumulates dwᵀ column-major, transposed once at the end | −7 % of a small training step (perf: gemm's `pack_lhs` 7 % of samples, all from the weight gradient) | `pack_lhs` 7 % → 1 %; small step (fwd+bwd, standalone loop) 1.30 → 1.24 s. With the next three rows: paper training step 21.4 → 15.0 s, paper forward 2.37 → 1.5–1.6 s (side-by-side runs) |
+| mimalloc purge delay −1 (`segdiff_cli::allocator`): freed memory is kept for reuse instead of being returned to the kernel after 1 s | the re-faulting of re-allocated activations (perf: `clear_page_erms` 10–25 % of samples) | page faults over 10 small training steps 100,689 → 937 (all in the first step); small step 1.33–1.42 → 1.23–1.29 s; peak RSS of the paper forward 1053 → 1342 MiB (torch 1682 MiB) |
+| Winograd bands over the batch's tile rows, so that a band of small images spans several (8² has 16 tiles per image: 16 GEMMs 16 columns wide) | 8² layers 1.5–2× | 128→64 @8² b16: forward 2.01 → 1.24 ms, forward+backward 5.9 → 2.4 ms |
+| Winograd transforms' loops as functions of their own (`butterfly`, `a_transpose`): their `&mut` arguments tell the compiler the outputs do not overlap, so the loops vectorise without run-time overlap checks and scalar fallbacks | +10–20 % (perf annotate: the hot code was scalar `vsubss`/`vmovss`) | forward, b16: 32→32 @64² 6.9 → 5.4 ms, 64→32 @64² 11.8 → 9.1 ms, 32→32 @32² 2.3 → 1.6 ms |
+| im2col tiles of several whole images side by side when one image is smaller than a band (forward and weight gradient; 2² and 4² layers ran GEMMs 4–16 columns wide) | 2–3× on those layers (torch: 0.17 ms for 128→128 @2² b16) | 128→128 b16: @2² forward 0.74 → 0.30 ms, weight gradient 0.90 → 0.62 ms; @4² 0.82 → 0.64 and 1.43 → 1.0 ms |
+| Outputs of the convolutions and GroupNorm written into uninitialised memory (`MaybeUninit`) instead of zeroed first | one pass less per output (zeroing an 8 MiB activation took 1.2 ms, as long as a GroupNorm's own work on it) | small step (fwd+bwd) 1.03–1.08 → 0.93 s |
+| MONAI inference: InstanceNorm and PReLU in one pass of the fused norm kernel (`group_norm_prelu_inference`, no gradients; the trainable path keeps candle's relu/sub/mul/add) | PReLU as four candle ops plus their thread pool was about 30 % of a segmenter forward | loaded weights, standalone loop: nru0 52 → 36 ms, nru2 110 → 82 ms; side by side 0.73× / 0.94× torch |
+| GroupNorm backward reuses the forward's per-block mean and 1/std (kept in the op, which candle hands back for the backward) | −2 of 7 passes of the backward, ≈ 2 % of a small step | within the noise of the standalone loop (0.94–0.99 s either way); kept, it is less work |
+| Bench: a 0.3 s pause before each timed run of the side-by-side | — | without it, segdiff's small training steps right after a torch run took 1.10–1.13 s and those after its own 1.00–1.02 s |
+| Tried, not kept: Winograd weight gradient (`dU[ξ] += (A dY Aᵀ)[ξ] · V[ξ]ᵀ`, `dw = Gᵀ dU G`; exact, matched im2col to 1e-12 in f64); Winograd bands of 0.5 or 1 MiB; im2col rows padded off 4 KiB multiples; lower `CANDLE_BARRIER_POOL_SPIN_LIMIT` | 2.25× fewer multiplies in the weight gradient; a few % | no gain at 32–64 channels (the transforms cost what the GEMMs save) and slower at 512 (114 vs 86 ms for 512→512 @32² b2: dU read and written for every band of few tiles); no change; no change; slower (1.00–1.04 vs 0.95 s) |
 
 Paper forward, batch 1, in earlier runs of this bench: with both cores mostly free (load 2.8 → 5.8,
 1.7 cores used) fast 2.45 s median (2.11 s min) against candle 11.1 s; with one core taken by another
@@ -682,8 +692,12 @@ job (1.0 core used) fast 4.69 s against candle 24.0 s. One thread, separate proc
 glibc's default malloc (about 3 s user + 1.5 s system: page faults), 3.9 s with `MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=<large>`.
 
-What remains in a paper forward after these kernels (perf, fast path): the convolutions are about 40 % of the
-samples; the rest is candle's GroupNorm/SiLU, element-wise and broadcast ops, spin-waits in its thread pool
-and page faults. A training step is now dominated by candle's reductions over non-last dimensions
-(broadcast backward), its GroupNorm backward and the same spin-waits.
+What remains in the small training step (64², batch 16, about 0.95 s; per-op timers during development):
+convolutions about 60 % (forward 180 ms, input gradients 190 ms, weight gradients 215 ms per step),
+GroupNorm 50 ms forward and 75 ms backward, and about 20 % in candle: its element-wise ops, the
+zeros-then-add of every graph node's gradient, broadcast reductions and its thread pool. Layer by layer,
+oneDNN is 1.1–2.3× faster than these kernels on the 32–128-channel convolutions at 4²–32² that make up
+most of that network (e.g. 128→64 @8² b16 forward 0.55 vs 1.24 ms), while at 64² and in the paper
+network these kernels are faster. Earlier: in a paper forward the convolutions were about 40 % of the
+samples, the rest candle's GroupNorm/SiLU, element-wise and broadcast ops, spin-waits and page faults.
 ";

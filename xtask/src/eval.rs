@@ -30,7 +30,8 @@ pub struct EvalArgs {
     /// Trained segmenter folder or `hf://…` (default: train one on the real images).
     #[arg(long, value_name = "DIR_OR_HF")]
     pub segmenter: Option<PathBuf>,
-    /// Output folder (default: `segdiff eval`'s, `<model>-eval`).
+    /// Output folder (default: `eval-<model name>` where this task was started; for a Hub model
+    /// the repository's name).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// `segdiff eval --quick`: the whole pipeline on a small subset, minutes on a CPU.
@@ -99,7 +100,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let (dataset, model) = (abs(&args.dataset)?, abs(&model)?);
     let segmenter = segmenter.as_deref().map(abs).transpose()?;
-    let out = args.out.as_deref().map(abs).transpose()?;
+    // segdiff eval's default output, but where this task was started and, for a Hub model,
+    // named after the repository (segdiff only sees the resolved snapshot folder).
+    let out = abs(&args
+        .out
+        .clone()
+        .unwrap_or_else(|| segdiff_cli::default_eval_out(&args.model)))?;
     let root = crate::workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&root)
@@ -114,9 +120,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(s) = &segmenter {
         cmd.arg("--segmenter").arg(s);
     }
-    if let Some(o) = &out {
-        cmd.arg("--out").arg(o);
-    }
+    cmd.arg("--out").arg(&out);
     if args.quick {
         cmd.arg("--quick");
     }

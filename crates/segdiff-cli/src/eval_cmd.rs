@@ -176,17 +176,11 @@ fn shell_quote(a: &str) -> String {
     }
 }
 
-fn default_out(model: &Path) -> PathBuf {
-    let name = model
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "model".into());
-    PathBuf::from(format!("eval-{name}"))
-}
-
 fn config(args: &EvalArgs, rt: &Runtime) -> Result<PaperEvalConfig> {
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| segdiff_cli::default_eval_out(&args.model));
     let mut cfg = PaperEvalConfig::new(args.dataset.clone(), args.model.clone(), out);
     if args.quick {
         cfg = cfg.quick();

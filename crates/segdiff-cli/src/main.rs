@@ -114,8 +114,8 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
         Command::Eval(a) => {
             // The default output is named after the model folder: for a Hub model, after the
             // repository rather than the snapshot's commit hash.
-            if let (None, Some(Ok(r))) = (&a.out, HubRef::from_location(&a.model)) {
-                a.out = Some(format!("eval-{}", r.name).into());
+            if a.out.is_none() && HubRef::from_location(&a.model).is_some() {
+                a.out = Some(segdiff_cli::default_eval_out(&a.model));
             }
             fix(&mut a.model)?;
             a.segmenter.as_mut().map_or(Ok(()), fix)

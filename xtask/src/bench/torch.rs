@@ -4,9 +4,9 @@
 //! The xtask writes the weights (diffusers layout for the denoisers, MONAI `state_dict` names for
 //! the segmenter) and the inputs to a temporary folder; `bench/torch_bench.py`, a persistent
 //! worker fed one JSON command per line, loads the same files. Each case then runs segdiff and
-//! torch in turn, one run each per round, so both see the same machine load; the first run of
-//! each side is a warm-up whose results are compared, so that a timing is only reported for two
-//! implementations of the same function. Peak memory is measured in fresh processes.
+//! torch in turn, one run each per round after a short pause, so both see the same machine
+//! load; the first run of each side is a warm-up whose results are compared, so that a timing
+//! is only reported for two implementations of the same function. Peak memory is measured in fresh processes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -314,6 +314,9 @@ pub fn section(python: &Path, runs: Runs, only: Option<&str>) -> Result<String> 
     ))
 }
 
+/// Idle time before each timed run of [`alternate`].
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Times `ours` and the worker's loaded case in turn: one warm-up each (compared with
 /// [`compare`]), then `runs` rounds; the side that goes first alternates between rounds so that
 /// any after-effect of a run (caches, allocator, clock) does not always fall on the same side.
@@ -343,6 +346,9 @@ fn alternate(
             [false, true]
         };
         for ours_turn in order {
+            // A pause before every timed run, so that what the previous run left behind (an
+            // OpenMP team still spinning, pages being reclaimed) has settled on both sides.
+            std::thread::sleep(SETTLE);
             let probe = Probe::start(worker.pid());
             if ours_turn {
                 let start = Instant::now();
@@ -687,7 +693,10 @@ fn render(
          a temporary folder, and `bench/torch_bench.py`, a persistent PyTorch worker fed one \
          JSON command per line, loads the same files. Per case, segdiff and torch run in turn \
          in one session, one run each per round, the side that goes first alternating between \
-         rounds, so both see the same machine load. The first run of each side is a warm-up, \
+         rounds, so both see the same machine load, and every timed run starts after a 0.3 s \
+         pause, so that what the previous run left behind (an OpenMP team still spinning, \
+         memory being returned) has settled: without it, segdiff's runs right after torch's \
+         were about 8 % slower than those after its own. The first run of each side is a warm-up, \
          and it is checked: first outputs (or loss and pre-clip gradient norm of the first \
          training step) must agree within 1e-3 relative, else the bench fails (\"first-run \
          check\"). Each side times its own runs (torch inside the worker, around the call). \
@@ -696,8 +705,8 @@ fn render(
          gradient-norm clip 1.0, AdamW (lr 1e-4, betas (0.9, 0.999), eps 1e-8, weight decay \
          0.01; torch's default single-tensor CPU implementation). Peak memory: process peak RSS \
          (VmHWM) for loading the paper UNet and two batch-1 forwards, each side in a fresh \
-         process (segdiff: this xtask binary re-run, glibc malloc — the `segdiff` CLI uses \
-         mimalloc; torch: a fresh Python, whose footprint includes the interpreter and \
+         process (segdiff: this xtask binary re-run, with the `segdiff` CLI's allocator settings \
+         (mimalloc keeping freed memory); torch: a fresh Python, whose footprint includes the interpreter and \
          libtorch). Ratio = segdiff median / torch median (in brackets: fastest segdiff run / \
          fastest torch run, closer to a quiet machine when the load varies); a case meets its \
          target when the ratio of medians is at most the target.\n\n",

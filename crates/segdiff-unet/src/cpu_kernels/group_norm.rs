@@ -38,16 +38,7 @@ pub fn group_norm(
             x.dims()
         )));
     }
-    x.apply_op3(
-        weight,
-        bias,
-        GroupNormOp {
-            groups,
-            eps,
-            silu,
-            prelu: None,
-        },
-    )
+    x.apply_op3(weight, bias, GroupNormOp::new(groups, eps, silu, None))
 }
 
 /// `PReLU(group_norm(x))` with one slope shared by all channels (`PReLU(z) = z` for `z > 0`,
@@ -77,12 +68,7 @@ pub fn group_norm_prelu_inference(
     x.apply_op3_no_bwd(
         weight,
         bias,
-        &GroupNormOp {
-            groups,
-            eps,
-            silu: false,
-            prelu: Some(slope),
-        },
+        &GroupNormOp::new(groups, eps, false, Some(slope)),
     )
 }
 
@@ -206,7 +192,7 @@ fn forward_block<T: Element>(
     eps: f64,
     (silu, prelu): (bool, Option<f64>),
     plane: usize,
-) {
+) -> (f64, f64) {
     let (weight, bias) = affine;
     let (mean, rstd) = moments(x, eps);
     for (c, (xs, ys)) in x.chunks(plane).zip(y.chunks_mut(plane)).enumerate() {
@@ -229,6 +215,7 @@ fn forward_block<T: Element>(
             }
         }
     }
+    (mean, rstd)
 }
 
 /// Gradients of one block: writes `dx` and returns (Σ dz·x̂, Σ dz) per channel, the block's
@@ -239,12 +226,12 @@ fn backward_block<T: Element>(
     dy: &[T],
     dx: &mut [MaybeUninit<T>],
     affine: (&[T], &[T]),
-    eps: f64,
+    (eps, cached): (f64, Option<(f64, f64)>),
     silu: bool,
     plane: usize,
 ) -> Vec<(f64, f64)> {
     let (weight, bias) = affine;
-    let (mean, rstd) = moments(x, eps);
+    let (mean, rstd) = cached.unwrap_or_else(|| moments(x, eps));
     let coeffs: Vec<(T, T)> = (0..weight.len())
         .map(|c| {
             let a = weight[c].to_f64() * rstd;
@@ -318,24 +305,40 @@ simd_dispatch! {
     fn forward_block_simd<T: Element>(
         x: &[T], y: &mut [MaybeUninit<T>], affine: (&[T], &[T]), eps: f64,
         act: (bool, Option<f64>), plane: usize,
-    ) => forward_block
+    ) -> (f64, f64) => forward_block
 }
 
 simd_dispatch! {
     fn backward_block_simd<T: Element>(
-        x: &[T], dy: &[T], dx: &mut [MaybeUninit<T>], affine: (&[T], &[T]), eps: f64,
-        silu: bool, plane: usize,
+        x: &[T], dy: &[T], dx: &mut [MaybeUninit<T>], affine: (&[T], &[T]),
+        eps: (f64, Option<(f64, f64)>), silu: bool, plane: usize,
     ) -> Vec<(f64, f64)> => backward_block
 }
 
 /// GroupNorm (+ SiLU, or + PReLU without gradients) forward, CustomOp3 over (x, weight, bias).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct GroupNormOp {
     groups: usize,
     eps: f64,
     silu: bool,
     /// A PReLU slope: only through [`group_norm_prelu_inference`], which has no backward.
     prelu: Option<f64>,
+    /// Mean and 1/std of every (image, group) block, kept by the forward for the backward
+    /// (candle hands the backward this same op), which so reads `x` twice instead of four
+    /// times.
+    moments: std::sync::Mutex<Vec<(f64, f64)>>,
+}
+
+impl GroupNormOp {
+    fn new(groups: usize, eps: f64, silu: bool, prelu: Option<f64>) -> Self {
+        Self {
+            groups,
+            eps,
+            silu,
+            prelu,
+            moments: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl GroupNormOp {
@@ -351,15 +354,20 @@ impl GroupNormOp {
         let b = contiguous::<T>(s3, l3)?;
         let mut y = uninit::<T>(x.len());
         let per_group = d.channels / d.groups;
-        y.par_chunks_mut(d.block().max(1))
+        let moments: Vec<(f64, f64)> = y
+            .par_chunks_mut(d.block().max(1))
             .zip(x.par_chunks(d.block().max(1)))
             .enumerate()
-            .for_each(|(i, (yb, xb))| {
+            .map(|(i, (yb, xb))| {
                 let c0 = (i % d.groups) * per_group;
                 let affine = (&w[c0..c0 + per_group], &b[c0..c0 + per_group]);
                 let act = (self.silu, self.prelu);
-                forward_block_simd(xb, yb, affine, self.eps, act, d.plane);
-            });
+                forward_block_simd(xb, yb, affine, self.eps, act, d.plane)
+            })
+            .collect();
+        if let Ok(mut m) = self.moments.lock() {
+            *m = moments;
+        }
         // SAFETY: the blocks cover y, and forward_block writes every element of its block.
         let y = unsafe { assume_init(y) };
         Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
@@ -441,6 +449,9 @@ impl GroupNormOp {
         let mut out = uninit::<T>(n + 2 * d.channels);
         let per_group = d.channels / d.groups;
         let block = d.block().max(1);
+        // The forward's moments, when this op ran the forward of this x (same block count).
+        let cached = self.moments.lock().map(|m| m.clone()).unwrap_or_default();
+        let cached = (cached.len() == n / block).then_some(cached);
         let sums: Vec<Vec<(f64, f64)>> = out[..n]
             .par_chunks_mut(block)
             .zip(x.par_chunks(block).zip(dy.par_chunks(block)))
@@ -448,7 +459,8 @@ impl GroupNormOp {
             .map(|(i, (dxb, (xb, gb)))| {
                 let c0 = (i % d.groups) * per_group;
                 let affine = (&w[c0..c0 + per_group], &b[c0..c0 + per_group]);
-                backward_block_simd(xb, gb, dxb, affine, self.eps, self.silu, d.plane)
+                let eps = (self.eps, cached.as_ref().map(|m| m[i]));
+                backward_block_simd(xb, gb, dxb, affine, eps, self.silu, d.plane)
             })
             .collect();
         // SAFETY: the blocks cover out[..n], and backward_block writes every element of its
