@@ -320,8 +320,6 @@ fn forward_case(
     )
 }
 
-/// Forward + backward of the ε-prediction MSE loss through all parameters (no optimiser step).
-/// FLOPs are counted as 3× the forward's.
 /// The deterministic input, timesteps and target of a benchmarked training step.
 fn train_inputs(cfg: &UNet2DConfig, size: usize, batch: usize) -> Result<(Tensor, Tensor, Tensor)> {
     let x = lcg_tensor(&[batch, cfg.in_channels, size, size], 6, 1.0)?;
@@ -336,6 +334,8 @@ fn train_inputs(cfg: &UNet2DConfig, size: usize, batch: usize) -> Result<(Tensor
     Ok((x, t, target))
 }
 
+/// Forward + backward of the ε-prediction MSE loss through all parameters (no optimiser step).
+/// FLOPs are counted as 3× the forward's.
 fn train_case(
     name: &str,
     cfg: &UNet2DConfig,

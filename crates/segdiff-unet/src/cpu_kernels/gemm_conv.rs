@@ -61,6 +61,33 @@ unsafe fn matmul<T: Element>(
     }
 }
 
+/// The GEMM operand of work item `it`, `depth × width` with its row stride: the input itself
+/// for a pointwise convolution of one image (`direct`), else the im2col tiles of the item's
+/// images side by side in `tile`.
+fn item_columns<T: Element>(
+    x: &[T],
+    g: &ConvGeom,
+    it: &Item,
+    direct: bool,
+    tile: &mut [T],
+) -> (*const T, usize) {
+    let image = |n: usize| &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
+    if direct {
+        return (image(it.n0)[it.oy0 * g.ow..].as_ptr(), g.in_plane());
+    }
+    let (npx, m) = (it.pixels(g), it.width(g));
+    for n in it.n0..it.n1 {
+        im2col(
+            image(n),
+            g,
+            (it.oy0, it.oy1),
+            &mut tile[(n - it.n0) * npx..],
+            m,
+        );
+    }
+    (tile.as_ptr(), m)
+}
+
 /// The GEMM's own threading: none inside parallel work items, all threads for a lone item.
 fn gemm_threads(alone: bool) -> Parallelism {
     if alone {
@@ -110,22 +137,9 @@ pub(crate) fn forward_im2col<T: Element>(
             let it = bands.item(g, item);
             let (npx, m) = (it.pixels(g), it.width(g));
             let (tile, product) = buf.split_at_mut(tile_len);
-            let image = |n: usize| &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
             let px0 = it.oy0 * g.ow;
-            let (rhs, rhs_rs) = if g.is_pointwise() && bands.images == 1 {
-                (image(it.n0)[px0..].as_ptr(), g.in_plane())
-            } else {
-                for n in it.n0..it.n1 {
-                    im2col(
-                        image(n),
-                        g,
-                        (it.oy0, it.oy1),
-                        &mut tile[(n - it.n0) * npx..],
-                        m,
-                    );
-                }
-                (tile.as_ptr(), m)
-            };
+            let direct = g.is_pointwise() && bands.images == 1;
+            let (rhs, rhs_rs) = item_columns(x, g, &it, direct, tile);
             // One image: the GEMM writes its band of the c_out planes in place. Several: it
             // writes c_out × (images · pixels) to `product`, scattered to the planes below.
             let (dst, dst_rs) = if bands.images == 1 {
@@ -290,21 +304,7 @@ pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T>
         for (i, item) in range.enumerate() {
             let it = bands.item(g, item);
             let (npx, m, px0) = (it.pixels(g), it.width(g), it.oy0 * g.ow);
-            let image = |n: usize| &x[n * g.c_in * g.in_plane()..(n + 1) * g.c_in * g.in_plane()];
-            let (col, col_rs) = if direct {
-                (image(it.n0)[px0..].as_ptr(), g.in_plane())
-            } else {
-                for n in it.n0..it.n1 {
-                    im2col(
-                        image(n),
-                        g,
-                        (it.oy0, it.oy1),
-                        &mut tile[(n - it.n0) * npx..],
-                        m,
-                    );
-                }
-                (tile.as_ptr(), m)
-            };
+            let (col, col_rs) = item_columns(x, g, &it, direct, tile);
             for n in it.n0..it.n1 {
                 let dy_image = &dy[n * g.c_out * g.out_plane()..(n + 1) * g.c_out * g.out_plane()];
                 let dst = &mut dy_t[(n - it.n0) * npx * g.c_out..][..npx * g.c_out];
