@@ -189,12 +189,18 @@ impl MonaiUNetConfig {
 }
 
 /// Instance normalisation without affine parameters (biased variance): GroupNorm with one
-/// group per channel, on segdiff's fused CPU kernel (candle's ops elsewhere).
-fn instance_norm(x: &Tensor) -> candle_core::Result<Tensor> {
+/// group per channel, on segdiff's fused CPU kernel (candle's ops elsewhere). With
+/// `prelu_slope`, followed by that PReLU in the same pass, without gradients (inference).
+fn instance_norm(x: &Tensor, prelu_slope: Option<f64>) -> candle_core::Result<Tensor> {
     let c = x.dim(1)?;
     let ones = Tensor::ones(c, x.dtype(), x.device())?;
     let zeros = Tensor::zeros(c, x.dtype(), x.device())?;
-    cpu_kernels::group_norm(x, &ones, &zeros, c, INSTANCE_NORM_EPS, false)
+    match prelu_slope {
+        None => cpu_kernels::group_norm(x, &ones, &zeros, c, INSTANCE_NORM_EPS, false),
+        Some(slope) => {
+            cpu_kernels::group_norm_prelu_inference(x, &ones, &zeros, c, INSTANCE_NORM_EPS, slope)
+        }
+    }
 }
 
 /// `PReLU(x) = max(0, x) + a·min(0, x)` with one slope, from ops that all have gradients: the
@@ -231,19 +237,9 @@ impl Adn {
                 .flatten_all()?
                 .to_dtype(DType::F64)?
                 .to_vec1::<f64>()?;
-            let c = x.dim(1)?;
-            let ones = Tensor::ones(c, x.dtype(), x.device())?;
-            let zeros = Tensor::zeros(c, x.dtype(), x.device())?;
-            return cpu_kernels::group_norm_prelu_inference(
-                x,
-                &ones,
-                &zeros,
-                c,
-                INSTANCE_NORM_EPS,
-                slope.first().copied().unwrap_or(PRELU_INIT),
-            );
+            return instance_norm(x, Some(slope.first().copied().unwrap_or(PRELU_INIT)));
         }
-        prelu(&instance_norm(x)?, &self.slope)
+        prelu(&instance_norm(x, None)?, &self.slope)
     }
 }
 
@@ -749,7 +745,7 @@ mod tests {
     fn instance_norm_and_prelu_values() -> Result<()> {
         let x = Tensor::new(&[[[[1f64, 3.], [5., 7.]]]], &Device::Cpu)?;
         // mean 4, biased var 5.
-        let y = instance_norm(&x)?.flatten_all()?.to_vec1::<f64>()?;
+        let y = instance_norm(&x, None)?.flatten_all()?.to_vec1::<f64>()?;
         let s = (5.0f64 + 1e-5).sqrt();
         for (got, raw) in y.iter().zip([1.0, 3.0, 5.0, 7.0]) {
             assert!((got - (raw - 4.0) / s).abs() < 1e-12);

@@ -118,12 +118,9 @@ pub(crate) fn forward_im2col<T: Element>(
     let mut out = uninit::<T>(g.batch * g.c_out * g.out_plane());
     let bands = Bands::plan(g, elem, 1, threads()).grouped(g, elem, threads());
     let width = bands.images * bands.rows * g.ow;
+    let direct = g.is_pointwise() && bands.images == 1;
     // The tile, and for image groups the product before it is scattered to the images.
-    let tile_len = if g.is_pointwise() && bands.images == 1 {
-        0
-    } else {
-        g.depth() * width
-    };
+    let tile_len = if direct { 0 } else { g.depth() * width };
     let scratch = tile_len + if bands.images > 1 { g.c_out * width } else { 0 };
     let out_ptr = SendPtr(out.as_mut_ptr().cast::<T>());
     let depth = g.depth();
@@ -138,7 +135,6 @@ pub(crate) fn forward_im2col<T: Element>(
             let (npx, m) = (it.pixels(g), it.width(g));
             let (tile, product) = buf.split_at_mut(tile_len);
             let px0 = it.oy0 * g.ow;
-            let direct = g.is_pointwise() && bands.images == 1;
             let (rhs, rhs_rs) = item_columns(x, g, &it, direct, tile);
             // One image: the GEMM writes its band of the c_out planes in place. Several: it
             // writes c_out × (images · pixels) to `product`, scattered to the planes below.

@@ -32,13 +32,19 @@ pub fn group_norm(
             .forward(x)?;
         return if silu { y.silu() } else { Ok(y) };
     }
-    if groups == 0 || !channels.is_multiple_of(groups) || x.rank() < 3 {
+    check_groups(x, groups)?;
+    x.apply_op3(weight, bias, GroupNormOp::new(groups, eps, silu, None))
+}
+
+/// `x` is `[N, C, …]` with C divisible by `groups`, as the fused kernel needs.
+fn check_groups(x: &Tensor, groups: usize) -> Result<()> {
+    if groups == 0 || x.rank() < 3 || !x.dim(1)?.is_multiple_of(groups) {
         return Err(Error::Msg(format!(
             "group_norm: {groups} groups for input {:?} (need [N, C, …] with C divisible)",
             x.dims()
         )));
     }
-    x.apply_op3(weight, bias, GroupNormOp::new(groups, eps, silu, None))
+    Ok(())
 }
 
 /// `PReLU(group_norm(x))` with one slope shared by all channels (`PReLU(z) = z` for `z > 0`,
@@ -58,13 +64,7 @@ pub fn group_norm_prelu_inference(
         let pos = z.relu()?;
         return pos.clone() + ((z - pos)? * slope)?;
     }
-    let channels = x.dim(1)?;
-    if groups == 0 || !channels.is_multiple_of(groups) || x.rank() < 3 {
-        return Err(Error::Msg(format!(
-            "group_norm: {groups} groups for input {:?} (need [N, C, …] with C divisible)",
-            x.dims()
-        )));
-    }
+    check_groups(x, groups)?;
     x.apply_op3_no_bwd(
         weight,
         bias,
