@@ -27,20 +27,31 @@ pub fn conv2d(
     padding: usize,
 ) -> Result<Tensor> {
     if !runs_fast(x, weight) {
-        let y = x.conv2d(weight, padding, stride, 1, 1)?;
-        return match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
-        };
+        return add_channel_bias(x.conv2d(weight, padding, stride, 1, 1)?, bias);
     }
-    let op = Conv { stride, padding };
+    apply_with_bias(x, weight, bias, weight.dim(0)?, Conv { stride, padding })
+}
+
+/// `y + bias` per channel (dim 1), candle's way: the fallback of both convolutions.
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
-        Some(b) => x.apply_op3(weight, b, op),
-        None => {
-            // A constant zero bias: it is not tracked, so no gradient is computed for it.
-            let zeros = Tensor::zeros(weight.dim(0)?, x.dtype(), x.device())?;
-            x.apply_op3(weight, &zeros, op)
-        }
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// `op(x, w, bias)`, with a constant zero bias of `channels` values where there is none: it is
+/// not tracked, so no gradient is computed for it.
+fn apply_with_bias(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    channels: usize,
+    op: impl CustomOp3 + Send + Sync + 'static,
+) -> Result<Tensor> {
+    match bias {
+        Some(b) => x.apply_op3(w, b, op),
+        None => x.apply_op3(w, &Tensor::zeros(channels, x.dtype(), x.device())?, op),
     }
 }
 
@@ -148,10 +159,12 @@ struct InputGrad {
 }
 
 impl InputGrad {
+    /// `convᵀ(dy, w)`, plus `bias` per channel when given (the transposed convolution's).
     fn run<T: Element>(
         &self,
         (s1, l1): (&CpuStorage, &Layout),
         (s2, l2): (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
         let (&[batch, _, _, _], &[_, c_in, _, _]) = (l1.dims(), l2.dims()) else {
             return Err(Error::Msg(format!(
@@ -169,7 +182,17 @@ impl InputGrad {
         g.check_output(l1.dims())?;
         let dy = contiguous::<T>(s1, l1)?;
         let w = contiguous::<T>(s2, l2)?;
-        let dx = gemm_conv::input_grad(&dy, &w, &g);
+        let b = match bias {
+            Some((_, l3)) if l3.dims() != [c_in] => {
+                return Err(Error::Msg(format!(
+                    "conv_transpose2d: bias of shape {:?} for {c_in} output channels",
+                    l3.dims()
+                )))
+            }
+            Some((s3, l3)) => Some(contiguous::<T>(s3, l3)?),
+            None => None,
+        };
+        let dx = gemm_conv::input_grad(&dy, &w, b.as_deref(), &g);
         Ok((
             T::to_cpu_storage_owned(dx),
             Shape::from((batch, c_in, self.h, self.w)),
@@ -189,7 +212,7 @@ impl CustomOp2 for InputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        by_element_type!(self.name(), s1.dtype(), T => self.run::<T>((s1, l1), (s2, l2)))
+        by_element_type!(self.name(), s1.dtype(), T => self.run::<T>((s1, l1), (s2, l2), None))
     }
 }
 
@@ -281,8 +304,9 @@ impl CustomOp1 for BiasGrad {
 /// with respect to all three.
 ///
 /// A transposed convolution is the input gradient of the convolution whose weight is the same
-/// tensor: it runs on that GEMM kernel, and its own gradients are that convolution's forward
-/// (for `x`) and weight gradient (for `weight`).
+/// tensor: it runs on that GEMM kernel, which starts from the bias (no separate pass adds it),
+/// and its own gradients are that convolution's forward (for `x`) and weight gradient (for
+/// `weight`).
 pub fn conv_transpose2d(
     x: &Tensor,
     weight: &Tensor,
@@ -307,26 +331,20 @@ pub fn conv_transpose2d(
             "conv_transpose2d: output_padding {output_padding} must be below the stride {stride}"
         )));
     }
-    let y = if runs_fast(x, weight) {
-        x.apply_op2(
-            weight,
-            TransposedConv {
-                stride,
-                padding,
-                h: oh,
-                w: ow,
-            },
-        )?
-    } else {
-        x.conv_transpose2d(weight, padding, output_padding, stride, 1)?
-    };
-    match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-        None => Ok(y),
+    if !runs_fast(x, weight) {
+        let y = x.conv_transpose2d(weight, padding, output_padding, stride, 1)?;
+        return add_channel_bias(y, bias);
     }
+    let op = TransposedConv {
+        stride,
+        padding,
+        h: oh,
+        w: ow,
+    };
+    apply_with_bias(x, weight, bias, weight.dim(1)?, op)
 }
 
-/// `conv_transpose2d(x, w)` to an `h`×`w` output (CustomOp2 over x, w).
+/// `conv_transpose2d(x, w) + b` to an `h`×`w` output (CustomOp3 over x, w, b).
 #[derive(Debug, Clone, Copy)]
 struct TransposedConv {
     stride: usize,
@@ -346,7 +364,7 @@ impl TransposedConv {
     }
 }
 
-impl CustomOp2 for TransposedConv {
+impl CustomOp3 for TransposedConv {
     fn name(&self) -> &'static str {
         "segdiff-conv-transpose2d"
     }
@@ -357,17 +375,21 @@ impl CustomOp2 for TransposedConv {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.as_input_grad().cpu_fwd(s1, l1, s2, l2)
+        let op = self.as_input_grad();
+        by_element_type!(self.name(), s1.dtype(), T => op.run::<T>((s1, l1), (s2, l2), Some((s3, l3))))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
+        b: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dx = if x.track_op() {
             let zeros = Tensor::zeros(w.dim(0)?, dy.dtype(), dy.device())?;
             Some(dy.apply_op3_no_bwd(
@@ -393,6 +415,11 @@ impl CustomOp2 for TransposedConv {
         } else {
             None
         };
-        Ok((dx, dw))
+        let db = if b.track_op() {
+            Some(dy.apply_op1_no_bwd(&BiasGrad)?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
     }
 }

@@ -60,6 +60,10 @@ const SHAPES: &[ConvCase] = &[
     (3, 6, 11, 9, 6, 3, 2, 0),
     (2, 24, 15, 15, 10, 1, 1, 0),
     (1, 7, 8, 8, 5, 1, 2, 0),
+    // Stride 3 (im2col and col2im through three column phases), and stride 2 in two bands
+    // whose input rows overlap.
+    (2, 6, 14, 17, 5, 3, 3, 1),
+    (1, 128, 40, 38, 16, 3, 2, 1),
     (1, 64, 40, 40, 32, 3, 1, 1),
     (2, 96, 12, 12, 128, 3, 1, 1),
     (1, 40, 3, 3, 16, 3, 1, 1),
@@ -304,6 +308,7 @@ const TRANSPOSED: &[TransposedCase] = &[
     (3, 4, 5, 8, 6, 3, 1, 1, 0),
     (1, 32, 16, 16, 16, 3, 2, 1, 1),
     (2, 3, 4, 5, 2, 3, 2, 0, 1),
+    (1, 4, 5, 6, 3, 3, 3, 1, 2),
 ];
 
 fn transposed_grads(

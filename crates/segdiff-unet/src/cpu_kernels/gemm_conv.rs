@@ -195,11 +195,19 @@ pub(crate) fn forward_im2col<T: Element>(
     unsafe { assume_init(out) }
 }
 
-/// `dx = convᵀ(dy, w)`, the gradient of [`forward`] with respect to `x` (`[batch, c_in, h, w]`).
+/// `dx = convᵀ(dy, w) + bias`, the gradient of [`forward`] with respect to `x`
+/// (`[batch, c_in, h, w]`), plus a per-channel `bias` (`[c_in]`) when the transposed convolution
+/// has one.
 ///
 /// Stride 1: a forward convolution of `dy` with the flipped, transposed kernel and padding
-/// `k − 1 − pad`. Other strides: `dcol = wᵀ · dy` per band, then col2im.
-pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+/// `k − 1 − pad`. Other strides: `dcol = wᵀ · dy` per band, then col2im onto `dx` filled with
+/// the bias (or zeros).
+pub(crate) fn input_grad<T: Element>(
+    dy: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> Vec<T> {
     if g.stride == 1 && g.pad < g.k {
         let k = g.k;
         let mut flipped = vec![T::zero(); w.len()];
@@ -223,10 +231,21 @@ pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> 
             oh: g.h,
             ow: g.w,
         };
-        return forward(dy, &flipped, None, &transposed);
+        return forward(dy, &flipped, bias, &transposed);
     }
 
-    let mut dx = vec![T::zero(); g.batch * g.c_in * g.in_plane()];
+    let mut dx = match bias {
+        Some(b) => {
+            let mut dx = Vec::with_capacity(g.batch * g.c_in * g.in_plane());
+            for _ in 0..g.batch {
+                for &v in b {
+                    dx.extend(std::iter::repeat_n(v, g.in_plane()));
+                }
+            }
+            dx
+        }
+        None => vec![T::zero(); g.batch * g.c_in * g.in_plane()],
+    };
     // Bands two apart must not share an input row: (rows + 1)·stride ≥ k.
     let min_rows = g.k.div_ceil(g.stride).saturating_sub(1).max(1);
     let bands = Bands::plan(g, std::mem::size_of::<T>(), min_rows, threads());
