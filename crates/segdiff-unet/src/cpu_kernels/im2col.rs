@@ -19,6 +19,8 @@ pub(crate) fn im2col<T: Element>(
     tile: &mut [T],
     row_stride: usize,
 ) {
+    let npx = (oy1 - oy0) * g.ow;
+    debug_assert!(row_stride >= npx && tile.len() >= (g.depth() - 1) * row_stride + npx);
     if g.stride == 1 {
         im2col_unit_stride(x, g, (oy0, oy1), tile, row_stride);
     } else {
@@ -44,6 +46,25 @@ struct Tap {
     iy: Option<usize>,
     cols: (usize, usize),
     ix0: usize,
+}
+
+impl Tap {
+    /// Writes this tap's row of an im2col tile whose rows start `row_stride` apart and hold
+    /// `ow` pixels per output row: `src`, the values the tap reads, at its valid output columns
+    /// and zeros elsewhere (everywhere when it reads only padding, `src = None`).
+    #[inline(always)]
+    fn write<T: Element>(&self, tile: &mut [T], row_stride: usize, ow: usize, src: Option<&[T]>) {
+        let dst = &mut tile[self.row * row_stride + self.r * ow..][..ow];
+        let (lo, hi) = self.cols;
+        match src {
+            Some(src) => {
+                dst[..lo].fill(T::zero());
+                dst[hi..].fill(T::zero());
+                dst[lo..hi].copy_from_slice(src);
+            }
+            None => dst.fill(T::zero()),
+        }
+    }
 }
 
 /// Every [`Tap`] of output rows `band`, channel by channel, in tile order. An iterator rather
@@ -112,18 +133,10 @@ fn im2col_unit_stride<T: Element>(
     tile: &mut [T],
     row_stride: usize,
 ) {
-    let npx = (band.1 - band.0) * g.ow;
-    debug_assert!(row_stride >= npx && tile.len() >= (g.depth() - 1) * row_stride + npx);
     for t in taps(g, band) {
-        let dst = &mut tile[t.row * row_stride + t.r * g.ow..][..g.ow];
-        let (Some(iy), (lo, hi)) = (t.iy, t.cols) else {
-            dst.fill(T::zero());
-            continue;
-        };
-        let src = &x[t.c * g.in_plane() + iy * g.w..][..g.w];
-        dst[..lo].fill(T::zero());
-        dst[hi..].fill(T::zero());
-        dst[lo..hi].copy_from_slice(&src[t.ix0..t.ix0 + (hi - lo)]);
+        let src =
+            t.iy.map(|iy| &x[t.c * g.in_plane() + iy * g.w + t.ix0..][..t.cols.1 - t.cols.0]);
+        t.write(tile, row_stride, g.ow, src);
     }
 }
 
@@ -233,8 +246,6 @@ fn im2col_strided<T: Element>(
     tile: &mut [T],
     row_stride: usize,
 ) {
-    let npx = (band.1 - band.0) * g.ow;
-    debug_assert!(row_stride >= npx && tile.len() >= (g.depth() - 1) * row_stride + npx);
     let ph = Phases::new(g, band);
     let row_len = g.stride * ph.phase_len;
     let mut buf = vec![T::zero(); ph.len()];
@@ -247,14 +258,9 @@ fn im2col_strided<T: Element>(
             }
             split_channel = t.c;
         }
-        let dst = &mut tile[t.row * row_stride + t.r * g.ow..][..g.ow];
-        let (Some(iy), (lo, hi)) = (t.iy, t.cols) else {
-            dst.fill(T::zero());
-            continue;
-        };
-        dst[..lo].fill(T::zero());
-        dst[hi..].fill(T::zero());
-        dst[lo..hi].copy_from_slice(&buf[ph.at(iy, t.ix0)..][..hi - lo]);
+        let src =
+            t.iy.map(|iy| &buf[ph.at(iy, t.ix0)..][..t.cols.1 - t.cols.0]);
+        t.write(tile, row_stride, g.ow, src);
     }
 }
 
