@@ -28,8 +28,12 @@ pub(crate) fn im2col<T: Element>(
     }
 }
 
-/// The input rows `[lo, hi)` that output rows `[oy0, oy1)` read, clipped to the image.
+/// The input rows `[lo, hi)` that output rows `[oy0, oy1)` read, clipped to the image (none
+/// for no output rows).
 fn input_rows(g: &ConvGeom, oy0: usize, oy1: usize) -> (usize, usize) {
+    if oy1 <= oy0 {
+        return (0, 0);
+    }
     let lo = (oy0 * g.stride).saturating_sub(g.pad).min(g.h);
     let hi = ((oy1 - 1) * g.stride + g.k).saturating_sub(g.pad).min(g.h);
     (lo, hi.max(lo))
@@ -370,6 +374,7 @@ mod tests {
             (2, 3, 3, 3, 1, 0),
             (2, 8, 7, 3, 3, 1),
             (1, 9, 10, 3, 3, 2),
+            (2, 3, 4, 3, 2, 0),
         ] {
             let g = ConvGeom::new(&[1, c, h, w], &[1, c, k, k], s, p).unwrap();
             let x: Vec<f64> = (0..c * h * w)
@@ -400,10 +405,9 @@ mod tests {
                     assert_eq!(&part[row * npx_band..(row + 1) * npx_band], whole);
                     cv_part.extend_from_slice(&cv[row * npx + oy0 * g.ow..row * npx + oy1 * g.ow]);
                 }
-                if oy1 > oy0 {
-                    // SAFETY: as above; the bands run one after the other.
-                    unsafe { col2im_add(&cv_part, &g, oy0, oy1, banded.as_mut_ptr()) };
-                }
+                // SAFETY: as above; the bands (the first one empty when oh = 1) run one after
+                // the other.
+                unsafe { col2im_add(&cv_part, &g, oy0, oy1, banded.as_mut_ptr()) };
             }
             assert_eq!(
                 banded, back,
