@@ -217,3 +217,15 @@ fn convert_lays_out_an_official_checkpoint_that_samples() {
         "{err}"
     );
 }
+
+#[test]
+fn a_malformed_config_names_the_file_and_its_cause_once() {
+    let dir = tiny_model_dir();
+    let config = dir.path().join("unet/config.json");
+    std::fs::write(&config, r#"{"a":"#).unwrap();
+    let out = segdiff(&["model", "inspect", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&config.display().to_string()), "{err}");
+    assert_eq!(err.matches("EOF while parsing").count(), 1, "{err}");
+}

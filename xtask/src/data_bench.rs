@@ -106,9 +106,8 @@ pub fn update(out: &std::path::Path) -> Result<()> {
         }
         _ => format!("{old}{new_section}"),
     };
-    let tmp = out.with_extension("md.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
+    segdiff_io::write_bytes_atomic(out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
     println!("updated the data section of {}", out.display());
     Ok(())
 }

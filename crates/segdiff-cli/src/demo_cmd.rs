@@ -15,8 +15,8 @@ use segdiff_diffusion::sampler::{
 use segdiff_diffusion::{load_model_dir, SchedulerKind, SegdiffModel};
 use segdiff_eval::{dice, load_segmenter, predict, DiceConfig, LabelMaps, MonaiUNet};
 
-use crate::pictures;
 use crate::runtime::Runtime;
+use segdiff_io::picture;
 
 /// Run the demo on the bundled model: writes `demo/report.html` and PNG sheets.
 #[derive(Debug, clap::Args)]
@@ -37,8 +37,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 6)]
     pub count: usize,
     /// Sampler (dpm++ reaches DDIM-50 quality in about 20 steps).
-    #[arg(long, default_value = "dpm++")]
-    pub scheduler: String,
+    #[arg(long, default_value = "dpm++", value_parser = crate::flag_values::flag::<SchedulerKind>())]
+    pub scheduler: SchedulerKind,
     /// Inference steps.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -125,14 +125,8 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
         .with_context(|| format!("loading the bundled segmenter {}", seg_dir.display()))?;
     let held = load_held_out(&data_dir, args.count, num_classes)?;
     let s = held.size;
-    let kind = match args.scheduler.as_str() {
-        "ddim" => SchedulerKind::Ddim,
-        "ddpm" => SchedulerKind::Ddpm,
-        "dpm++" | "dpmpp" => SchedulerKind::DpmSolverMultistep,
-        other => bail!("--scheduler {other}: expected ddim, ddpm or dpm++"),
-    };
     let base = SampleOptions {
-        scheduler: kind,
+        scheduler: args.scheduler,
         steps: Some(args.steps),
         seed: args.seed,
         batch_size: 8,
@@ -230,7 +224,7 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
 
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let colors = pictures::class_colors(num_classes, model.meta.class_colors.as_deref());
+    let colors = picture::class_colors(num_classes, model.meta.class_colors.as_deref());
     let real01: Vec<f32> = px(&held.real)?.iter().map(|v| v * 0.5 + 0.5).collect();
     let gen01 = px(&generated)?;
     let plane = s * s;
@@ -238,8 +232,8 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
     let mut rows = Vec::new();
     for i in 0..n {
         let m = &held.masks[i];
-        rows.push(pictures::mask_to_rgb(m, s, s, &colors));
-        rows.push(pictures::overlay(
+        rows.push(picture::mask_to_rgb(m, s, s, &colors));
+        rows.push(picture::overlay(
             &real01[i * plane..(i + 1) * plane],
             m,
             s,
@@ -247,7 +241,7 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
             &colors,
             0.35,
         ));
-        rows.push(pictures::overlay(
+        rows.push(picture::overlay(
             &real01[i * plane..(i + 1) * plane],
             &vec![0; plane],
             s,
@@ -255,7 +249,7 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
             &colors,
             0.0,
         ));
-        rows.push(pictures::overlay(
+        rows.push(picture::overlay(
             &gen01[i * plane..(i + 1) * plane],
             &vec![0; plane],
             s,
@@ -263,16 +257,16 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
             &colors,
             0.0,
         ));
-        rows.push(pictures::mask_to_rgb(
+        rows.push(picture::mask_to_rgb(
             &seg_gen_u8[i * plane..(i + 1) * plane],
             s,
             s,
             &colors,
         ));
     }
-    pictures::save_png(
+    picture::save_png(
         &out.join("generated.png"),
-        &upscale(&pictures::grid(&rows, 5)),
+        &upscale(&picture::grid(&rows, 5)),
     )?;
     let mut abl = Vec::new();
     let (wm, gm, em) = (px(&keep_wm)?, px(&keep_gm)?, px(&empty)?);
@@ -280,8 +274,8 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
         let m = &held.masks[i];
         let only = |k: u8| -> Vec<u8> { m.iter().map(|&v| if v == k { v } else { 0 }).collect() };
         let blank = vec![0u8; plane];
-        abl.push(pictures::mask_to_rgb(&only(3), s, s, &colors));
-        abl.push(pictures::overlay(
+        abl.push(picture::mask_to_rgb(&only(3), s, s, &colors));
+        abl.push(picture::overlay(
             &wm[i * plane..(i + 1) * plane],
             &blank,
             s,
@@ -289,8 +283,8 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
             &colors,
             0.0,
         ));
-        abl.push(pictures::mask_to_rgb(&only(2), s, s, &colors));
-        abl.push(pictures::overlay(
+        abl.push(picture::mask_to_rgb(&only(2), s, s, &colors));
+        abl.push(picture::overlay(
             &gm[i * plane..(i + 1) * plane],
             &blank,
             s,
@@ -298,8 +292,8 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
             &colors,
             0.0,
         ));
-        abl.push(pictures::mask_to_rgb(&blank, s, s, &colors));
-        abl.push(pictures::overlay(
+        abl.push(picture::mask_to_rgb(&blank, s, s, &colors));
+        abl.push(picture::overlay(
             &em[i * plane..(i + 1) * plane],
             &blank,
             s,
@@ -308,8 +302,8 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
             0.0,
         ));
     }
-    pictures::save_png(&out.join("ablated.png"), &upscale(&pictures::grid(&abl, 6)))?;
-    let mut strip = vec![pictures::overlay(
+    picture::save_png(&out.join("ablated.png"), &upscale(&picture::grid(&abl, 6)))?;
+    let mut strip = vec![picture::overlay(
         &real01[interp_idx * plane..(interp_idx + 1) * plane],
         &vec![0; plane],
         s,
@@ -318,7 +312,7 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
         0.0,
     )];
     for t in &interp {
-        strip.push(pictures::overlay(
+        strip.push(picture::overlay(
             &px(t)?,
             &vec![0; plane],
             s,
@@ -327,9 +321,9 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
             0.0,
         ));
     }
-    pictures::save_png(
+    picture::save_png(
         &out.join("interpolation.png"),
-        &upscale(&pictures::grid(&strip, strip.len())),
+        &upscale(&picture::grid(&strip, strip.len())),
     )?;
 
     let html = report_html(
@@ -342,7 +336,7 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
         started.elapsed().as_secs_f64(),
     )?;
     let report = out.join("report.html");
-    segdiff_unet::write_atomic(&report, |tmp| std::fs::write(tmp, html.as_bytes()))
+    segdiff_io::write_atomic(&report, |tmp| std::fs::write(tmp, html.as_bytes()))
         .with_context(|| format!("writing {}", report.display()))?;
     println!(
         "demo report: {} (mean Dice of generated images vs their masks {:.3}; {:.0} s)",
@@ -407,7 +401,7 @@ fn report_html(
         model.dir.display(),
         model.meta.num_classes.unwrap_or(0),
         names.join(", "),
-        args.scheduler,
+        crate::flag_values::flag_name(&args.scheduler),
         args.steps,
         args.seed,
         held.names.len(),
@@ -452,6 +446,6 @@ fn report_html(
     writeln!(h, "</table>")?;
     writeln!(h, "<h2>2. Ablated masks and empty masks</h2><p>The model was trained with mask ablation, so classes left out of the mask are filled in by the model. Columns, in pairs: white matter only → generated | grey matter only → generated | empty mask → generated.</p><img src=\"ablated.png\">")?;
     writeln!(h, "<h2>3. Adjustable anatomical similarity (latent interpolation)</h2><p>Conditioned on the white matter of the real slice's mask only, the real slice (left) is noised to the step half-way through the schedule and mixed with the generated latent, x̃ = (1−λ)·x_gen + λ·x_real, then denoised on: λ = {} from left to right. Larger λ keeps more of the real anatomy.</p><img src=\"interpolation.png\">", lambdas.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", "))?;
-    writeln!(h, "<p>Reproduce: <code>segdiff demo --seed {} --steps {} --scheduler {}</code>. Data: MNI ICBM152 2009a template (see <code>assets/mni-demo/data/MNI_ICBM152_NOTICE.txt</code>).</p></body></html>", args.seed, args.steps, args.scheduler)?;
+    writeln!(h, "<p>Reproduce: <code>segdiff demo --seed {} --steps {} --scheduler {}</code>. Data: MNI ICBM152 2009a template (see <code>assets/mni-demo/data/MNI_ICBM152_NOTICE.txt</code>).</p></body></html>", args.seed, args.steps, crate::flag_values::flag_name(&args.scheduler))?;
     Ok(h)
 }

@@ -14,8 +14,8 @@ use segdiff_eval::paper_eval::{
 };
 use segdiff_eval::Augmentation;
 
-use crate::pictures;
 use crate::runtime::Runtime;
+use segdiff_io::picture;
 
 /// File name of the contact sheet in the output folder.
 pub const SHEET_PNG: &str = "sheet.png";
@@ -73,8 +73,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Sampler: `ddim` (the paper), `ddpm`, or `dpm++`.
-    #[arg(long, default_value = "ddim")]
-    pub scheduler: String,
+    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SchedulerKind>())]
+    pub scheduler: SchedulerKind,
     /// Sampling steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++; 10 with --quick).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -142,15 +142,6 @@ pub struct EvalArgs {
     pub inception_weights: Option<PathBuf>,
 }
 
-fn parse_scheduler(s: &str) -> Result<SchedulerKind> {
-    match s.to_ascii_lowercase().as_str() {
-        "ddim" => Ok(SchedulerKind::Ddim),
-        "ddpm" => Ok(SchedulerKind::Ddpm),
-        "dpm++" | "dpmpp" | "dpm-solver++" | "dpmsolver++" => Ok(SchedulerKind::DpmSolverMultistep),
-        other => bail!("--scheduler {other}: expected ddim, ddpm or dpm++"),
-    }
-}
-
 /// The command line as typed, quoted where a shell would need it.
 fn command_line() -> String {
     std::env::args()
@@ -192,7 +183,7 @@ fn config(args: &EvalArgs, rt: &Runtime) -> Result<PaperEvalConfig> {
     cfg.max_train = args.max_train.or(cfg.max_train);
     cfg.max_val = args.max_val.or(cfg.max_val);
     cfg.max_test = args.max_test.or(cfg.max_test);
-    cfg.sampling.scheduler = parse_scheduler(&args.scheduler)?;
+    cfg.sampling.scheduler = args.scheduler;
     // --quick's step count is a DDIM-sized one; other samplers keep their defaults unless given.
     cfg.sampling.steps = match (args.steps, cfg.sampling.scheduler) {
         (Some(s), _) => Some(s),
@@ -202,7 +193,7 @@ fn config(args: &EvalArgs, rt: &Runtime) -> Result<PaperEvalConfig> {
     if args.eta != 0.0 && cfg.sampling.scheduler != SchedulerKind::Ddim {
         bail!(
             "--eta is a DDIM setting; drop it for --scheduler {}",
-            args.scheduler
+            crate::flag_values::flag_name(&args.scheduler)
         );
     }
     cfg.sampling.eta = args.eta;
@@ -341,7 +332,7 @@ fn image_tile(chw: &[f32], channels: usize, h: usize, w: usize) -> RgbImage {
 /// enlarged (nearest neighbour) to at least 128 pixels.
 fn write_sheet(path: &Path, sheet: &SheetData) -> Result<()> {
     let (c, h, w) = (sheet.channels, sheet.height, sheet.width);
-    let colors = pictures::class_colors(sheet.num_classes.min(256), sheet.class_colors.as_deref());
+    let colors = picture::class_colors(sheet.num_classes.min(256), sheet.class_colors.as_deref());
     let ids = |m: &[u32]| -> Vec<u8> { m.iter().map(|&v| v.min(255) as u8).collect() };
     let blank = RgbImage::from_pixel(w as u32, h as u32, Rgb([24, 24, 24]));
     let scale = (128 / h.max(w)).max(1) as u32;
@@ -350,13 +341,13 @@ fn write_sheet(path: &Path, sheet: &SheetData) -> Result<()> {
         let cells = [
             row.mask.as_ref().map_or_else(
                 || blank.clone(),
-                |m| pictures::mask_to_rgb(&ids(m), h, w, &colors),
+                |m| picture::mask_to_rgb(&ids(m), h, w, &colors),
             ),
             row.real
                 .as_ref()
                 .map_or_else(|| blank.clone(), |r| image_tile(r, c, h, w)),
             image_tile(&row.generated, c, h, w),
-            pictures::mask_to_rgb(&ids(&row.segmentation), h, w, &colors),
+            picture::mask_to_rgb(&ids(&row.segmentation), h, w, &colors),
         ];
         tiles.extend(cells.into_iter().map(|t| {
             if scale > 1 {
@@ -374,7 +365,7 @@ fn write_sheet(path: &Path, sheet: &SheetData) -> Result<()> {
     if tiles.is_empty() {
         bail!("no test images to draw in {}", path.display());
     }
-    pictures::save_png(path, &pictures::grid(&tiles, 4))
+    Ok(picture::save_png(path, &picture::grid(&tiles, 4))?)
 }
 
 #[cfg(test)]

@@ -8,14 +8,14 @@
 
 mod demo_cmd;
 mod eval_cmd;
-mod loss_plot;
+mod flag_values;
 mod metrics_cmd;
 mod model_cmd;
 mod options_file;
-mod pictures;
 mod png_io;
 mod prepare_cmd;
 mod progress;
+mod run_args;
 mod runtime;
 mod sample_cmd;
 mod segmenter_cmd;

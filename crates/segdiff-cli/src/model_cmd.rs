@@ -148,7 +148,7 @@ fn forward(
         .to_dtype(DType::F32)?;
     let out: HashMap<String, Tensor> =
         HashMap::from([("eps".to_string(), eps.to_device(&candle_core::Device::Cpu)?)]);
-    segdiff_unet::write_atomic(output, |tmp| {
+    segdiff_io::write_atomic(output, |tmp| {
         candle_core::safetensors::save(&out, tmp).map_err(std::io::Error::other)
     })
     .with_context(|| format!("writing {}", output.display()))?;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use segdiff_io::Channels;
 
 /// A class-id mask read from an 8- or 16-bit greyscale PNG.
 pub struct MaskPng {
@@ -13,65 +14,28 @@ pub struct MaskPng {
 
 /// Reads a mask PNG (one channel of class ids).
 pub fn read_mask(path: &Path) -> Result<MaskPng> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("reading {}", path.display()))?
-        .decode()
-        .with_context(|| format!("{}: not a readable image", path.display()))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let ids: Vec<u32> = match img {
-        image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u32::from).collect(),
-        image::DynamicImage::ImageLuma16(g) => g.into_raw().into_iter().map(u32::from).collect(),
-        other => bail!(
-            "{}: a mask must be a one-channel (greyscale) PNG of class ids, found {:?}",
-            path.display(),
-            other.color()
-        ),
-    };
+    let grey = segdiff_io::read_grey_samples(path)?;
     Ok(MaskPng {
-        ids,
-        height: h,
-        width: w,
+        ids: grey.pixels.into_iter().map(u32::from).collect(),
+        height: grey.height,
+        width: grey.width,
     })
 }
 
 /// Reads an image PNG scaled to [-1, 1] as torchvision's `ToTensor` + `Normalize(0.5, 0.5)`:
-/// `channels` = 1 converts to grey, 3 to RGB. Returns CHW values and (height, width).
+/// `channels` = 1 converts to grey (as Pillow's `convert("L")`), 3 to RGB. Returns CHW values
+/// and (height, width).
 pub fn read_image(path: &Path, channels: usize) -> Result<(Vec<f32>, usize, usize)> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("reading {}", path.display()))?
-        .decode()
-        .with_context(|| format!("{}: not a readable image", path.display()))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let scale = |v: f32, max: f32| (v / max - 0.5) / 0.5;
-    let values = match (channels, &img) {
-        (1, image::DynamicImage::ImageLuma16(g)) => {
-            g.pixels().map(|p| scale(p.0[0] as f32, 65535.0)).collect()
-        }
-        (1, _) => img
-            .to_luma8()
-            .pixels()
-            .map(|p| scale(p.0[0] as f32, 255.0))
-            .collect(),
-        (3, _) => {
-            let rgb = img.to_rgb8();
-            let mut out = vec![0f32; 3 * h * w];
-            for (i, p) in rgb.pixels().enumerate() {
-                for c in 0..3 {
-                    out[c * h * w + i] = scale(p.0[c] as f32, 255.0);
-                }
-            }
-            out
-        }
+    let wanted = match channels {
+        1 => Channels::Grey,
+        3 => Channels::Rgb,
         _ => bail!(
             "{}: {channels} image channels are not supported (1 or 3)",
             path.display()
         ),
     };
-    Ok((values, h, w))
+    let (_, h, w, values) = segdiff_io::read_chw01(path, wanted)?;
+    Ok((values.into_iter().map(|v| (v - 0.5) / 0.5).collect(), h, w))
 }
 
 /// The PNG files of a folder (sorted by name), or the file itself.
@@ -89,4 +53,55 @@ pub fn png_files(path: &Path) -> Result<Vec<PathBuf>> {
         bail!("{}: no .png files", path.display());
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../segdiff-io/tests/fixtures")
+            .join(name)
+    }
+
+    /// `[-1, 1]` values back to the 8-bit pixels they came from.
+    fn bytes(values: &[f32]) -> Vec<u16> {
+        values
+            .iter()
+            .map(|&v| ((v * 0.5 + 0.5) * 255.0).round() as u16)
+            .collect()
+    }
+
+    /// An RGB file read as grey by `sample --real` / `segmenter predict` (this reader) and by
+    /// `train` / `eval` / `segmenter train` (the dataset reader) gives the same bytes, Pillow's.
+    #[test]
+    fn every_reader_makes_the_same_grey_as_pillow() {
+        for name in ["rgb", "rgba", "palette"] {
+            let pillow = segdiff_io::read_grey_samples(&fixture(&format!("{name}.pillow_L.png")))
+                .unwrap()
+                .pixels;
+            let (cli, h, w) = super::read_image(&fixture(&format!("{name}.png")), 1).unwrap();
+            assert_eq!((h, w), (7, 9));
+            assert_eq!(bytes(&cli), pillow, "{name}: CLI reader");
+
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(root.path().join("img/train")).unwrap();
+            std::fs::copy(
+                fixture(&format!("{name}.png")),
+                root.path().join("img/train/x.png"),
+            )
+            .unwrap();
+            let opts = segdiff_data::DatasetOptions {
+                force_grey: true,
+                require_masks: false,
+                ..Default::default()
+            };
+            let ds = segdiff_data::Dataset::open(root.path(), segdiff_data::Split::Train, &opts)
+                .unwrap();
+            let sample = ds.load(0).unwrap();
+            assert_eq!(sample.channels, 1);
+            assert_eq!(bytes(&sample.image), pillow, "{name}: dataset reader");
+        }
+    }
 }

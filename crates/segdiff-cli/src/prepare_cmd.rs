@@ -9,6 +9,8 @@ use segdiff_data::{
     PrepareOptions, Progress, SliceAxis, SliceFilter, SplitRatios,
 };
 
+use crate::flag_values::flag;
+
 /// Turn 3-D medical volumes into a 2-D training dataset.
 ///
 /// Writes `OUT/img/{train,val,test}/<name>.png` and `OUT/mask/all/{split}/<name>.png` (8-bit,
@@ -35,8 +37,8 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub modality: Option<String>,
     /// Slicing directions: any of axial, coronal, sagittal.
-    #[arg(long, value_delimiter = ',', default_value = "axial")]
-    pub axes: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "axial", value_parser = flag::<SliceAxis>())]
+    pub axes: Vec<SliceAxis>,
     /// CT window in HU, `LO,HI` (the AMOS work used -256,256), or a preset: abdomen, lung, bone, brain.
     #[arg(long, allow_hyphen_values = true)]
     pub ct_window: Option<String>,
@@ -47,8 +49,8 @@ pub struct PrepareArgs {
     #[arg(long, default_value_t = 256)]
     pub size: u32,
     /// How non-square slices become square: pad (with background), crop, or stretch.
-    #[arg(long, default_value = "pad")]
-    pub fit: String,
+    #[arg(long, default_value = "pad", value_parser = flag::<Fit>())]
+    pub fit: Fit,
     /// Label values → classes, e.g. `1=liver,2=bladder` (ids in order) or `5=1:liver`. Values not
     /// listed become background. Default: label values are class ids.
     #[arg(long)]
@@ -182,18 +184,10 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
             bail!("say how label values map to classes: --labels 1=liver,2=… or --num-classes N")
         }
     };
-    let mut axes = Vec::new();
-    for a in &args.axes {
-        axes.push(
-            SliceAxis::parse(a)
-                .with_context(|| format!("--axes {a}: expected axial, coronal or sagittal"))?,
-        );
-    }
     let mut opts = PrepareOptions::new(inputs, &args.out, labels);
-    opts.axes = axes;
+    opts.axes = args.axes.clone();
     opts.size = args.size;
-    opts.fit = Fit::parse(&args.fit)
-        .with_context(|| format!("--fit {}: expected pad, crop or stretch", args.fit))?;
+    opts.fit = args.fit;
     opts.intensity = intensity(&args)?;
     opts.slice_filter = SliceFilter {
         min_classes: args.min_classes,

@@ -3,20 +3,22 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
+use crate::flag_values::{flag, parse_device, DeviceFlag, DtypeFlag};
+
 /// Options shared by every subcommand.
 #[derive(Debug, clap::Args)]
 pub struct RuntimeArgs {
     /// Where to run: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, global = true, default_value = "cpu", env = "SEGDIFF_DEVICE")]
-    pub device: String,
+    #[arg(long, global = true, default_value = "cpu", env = "SEGDIFF_DEVICE", value_parser = parse_device)]
+    pub device: DeviceFlag,
     /// CPU threads for tensor work (default: all cores).
     #[arg(long, global = true, env = "SEGDIFF_THREADS")]
     pub threads: Option<usize>,
     /// Floating-point type of the denoiser's weights and activations: `auto` (f32 on the CPU;
     /// on CUDA, bf16 for sampling and evaluation, as the official code's autocast does), f32,
     /// bf16 or f16. Training always runs in f32; candle's CPU backend has no bf16 matmul.
-    #[arg(long, global = true, default_value = "auto")]
-    pub dtype: String,
+    #[arg(long, global = true, default_value = "auto", value_parser = flag::<DtypeFlag>())]
+    pub dtype: DtypeFlag,
     /// Read this subcommand's options from a TOML file (a `[train]`, `[sample]`, … table whose
     /// keys are the long flags); flags on the command line win.
     #[arg(long, global = true, value_name = "FILE")]
@@ -49,9 +51,14 @@ impl Runtime {
                 .build_global()
                 .context("--threads: the thread pool was already started")?;
         }
-        let dtype = parse_dtype(&args.dtype)?;
+        let dtype = match args.dtype {
+            DtypeFlag::Auto => None,
+            DtypeFlag::F32 => Some(DType::F32),
+            DtypeFlag::Bf16 => Some(DType::BF16),
+            DtypeFlag::F16 => Some(DType::F16),
+        };
         Ok(Self {
-            device: parse_device(&args.device)?,
+            device: open_device(args.device)?,
             dtype: dtype.unwrap_or(DType::F32),
             dtype_auto: dtype.is_none(),
         })
@@ -68,35 +75,17 @@ impl Runtime {
     }
 }
 
-/// `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    let s = s.trim().to_ascii_lowercase();
-    if s == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    let ordinal = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .with_context(|| format!("--device {s}: expected cuda or cuda:N"))?,
-        None => bail!("--device {s}: expected cpu, cuda or cuda:N"),
+/// Opens the device `--device` names.
+pub fn open_device(device: DeviceFlag) -> Result<Device> {
+    let ordinal = match device {
+        DeviceFlag::Cpu => return Ok(Device::Cpu),
+        DeviceFlag::Cuda(n) => n,
     };
     if !cfg!(feature = "cuda") {
-        bail!("--device {s}: this segdiff was built without CUDA; rebuild with `--features cuda`");
+        bail!("--device cuda:{ordinal}: this segdiff was built without CUDA; rebuild with `--features cuda`");
     }
-    Device::new_cuda(ordinal).with_context(|| format!("--device {s}: cannot open the GPU"))
-}
-
-/// `auto` (`None`), `f32`, `bf16` or `f16`.
-pub fn parse_dtype(s: &str) -> Result<Option<DType>> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(None),
-        "f32" | "float32" => Ok(Some(DType::F32)),
-        "bf16" | "bfloat16" => Ok(Some(DType::BF16)),
-        "f16" | "float16" | "half" => Ok(Some(DType::F16)),
-        other => bail!("--dtype {other}: expected auto, f32, bf16 or f16"),
-    }
+    Device::new_cuda(ordinal)
+        .with_context(|| format!("--device cuda:{ordinal}: cannot open the GPU"))
 }
 
 #[cfg(test)]
@@ -105,12 +94,6 @@ mod tests {
 
     #[test]
     fn auto_dtype_is_f32_on_the_cpu() {
-        assert_eq!(parse_dtype("auto").unwrap(), None);
-        assert_eq!(parse_dtype("BF16").unwrap(), Some(DType::BF16));
-        assert!(parse_dtype("f64")
-            .unwrap_err()
-            .to_string()
-            .contains("auto, f32"));
         let rt = Runtime {
             device: Device::Cpu,
             dtype: DType::F32,

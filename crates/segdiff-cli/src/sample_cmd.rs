@@ -10,9 +10,9 @@ use segdiff_diffusion::sampler::{
 };
 use segdiff_diffusion::{load_model_dir, SchedulerKind};
 
-use crate::pictures;
 use crate::png_io::{png_files, read_image, read_mask};
 use crate::runtime::Runtime;
+use segdiff_io::picture;
 
 /// Generate images with a trained model, conditioned on segmentation masks.
 ///
@@ -35,8 +35,8 @@ pub struct SampleArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Sampler: `ddim` (paper), `ddpm`, or `dpm++` (DPM-Solver++ 2M: similar quality in 15–25 steps).
-    #[arg(long, default_value = "ddim")]
-    pub scheduler: String,
+    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SchedulerKind>())]
+    pub scheduler: SchedulerKind,
     /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -96,15 +96,6 @@ pub fn parse_shard(s: &str) -> Result<Shard> {
         bail!("--shard {s}: need 1 ≤ I ≤ N");
     }
     Ok(Shard::new(i - 1, n)?)
-}
-
-fn scheduler_kind(s: &str) -> Result<SchedulerKind> {
-    match s.to_ascii_lowercase().as_str() {
-        "ddim" => Ok(SchedulerKind::Ddim),
-        "ddpm" => Ok(SchedulerKind::Ddpm),
-        "dpm++" | "dpmpp" | "dpm-solver++" | "dpmsolver++" => Ok(SchedulerKind::DpmSolverMultistep),
-        other => bail!("--scheduler {other}: expected ddim, ddpm or dpm++"),
-    }
 }
 
 pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
@@ -193,7 +184,7 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
         None => None,
     };
     let options = SampleOptions {
-        scheduler: scheduler_kind(&args.scheduler)?,
+        scheduler: args.scheduler,
         steps: args.steps,
         eta: args.eta,
         seed: args.seed,
@@ -220,7 +211,7 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
     let (c, hh, ww) = (meta.image_channels, h, w);
     let px = out.images01.flatten_all()?.to_vec1::<f32>()?;
     let num_classes = meta.num_classes.unwrap_or(256);
-    let colors = pictures::class_colors(num_classes.min(256), meta.class_colors.as_deref());
+    let colors = picture::class_colors(num_classes.min(256), meta.class_colors.as_deref());
     let mut tiles = Vec::new();
     for (row, (&g, &m)) in out.image_indices.iter().zip(&out.mask_indices).enumerate() {
         let img = &px[row * c * hh * ww..(row + 1) * c * hh * ww];
@@ -238,16 +229,16 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
                 .collect()
         };
         if c == 1 {
-            pictures::save_grey_png(&args.out.join(&name), img, hh, ww)?;
+            picture::save_grey_png(&args.out.join(&name), img, hh, ww)?;
         } else {
-            pictures::save_rgb_png(&args.out.join(&name), img, hh, ww)?;
+            picture::save_rgb_png(&args.out.join(&name), img, hh, ww)?;
         }
         if tiles.len() < 64 {
             if let Some(mask) = mask_maps.get(m) {
                 let m8: Vec<u8> = mask.iter().map(|&v| v.min(255) as u8).collect();
-                tiles.push(pictures::mask_to_rgb(&m8, hh, ww, &colors));
+                tiles.push(picture::mask_to_rgb(&m8, hh, ww, &colors));
             }
-            tiles.push(pictures::overlay(
+            tiles.push(picture::overlay(
                 &grey,
                 &vec![0u8; hh * ww],
                 hh,
@@ -265,9 +256,9 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
         .unwrap_or_default();
     if !tiles.is_empty() {
         let cols = if meta.segmentation_guided { 2 } else { 1 } * 4;
-        pictures::save_png(
+        picture::save_png(
             &args.out.join(format!("grid{suffix}.png")),
-            &pictures::grid(&tiles, cols),
+            &picture::grid(&tiles, cols),
         )?;
     }
     let st_path = args.out.join(format!("samples{suffix}.safetensors"));
@@ -280,7 +271,7 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
             Tensor::from_vec(idx, n, &Device::Cpu)?,
         );
     }
-    segdiff_unet::write_atomic(&st_path, |tmp| {
+    segdiff_io::write_atomic(&st_path, |tmp| {
         candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
     })
     .with_context(|| format!("writing {}", st_path.display()))?;

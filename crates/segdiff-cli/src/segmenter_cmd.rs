@@ -244,7 +244,7 @@ fn write_history(path: &Path, history: &[EpochRecord]) -> Result<()> {
             r.is_best
         ));
     }
-    segdiff_unet::write_atomic(path, |tmp| {
+    segdiff_io::write_atomic(path, |tmp| {
         std::fs::File::create(tmp)?.write_all(text.as_bytes())
     })
     .with_context(|| format!("writing {}", path.display()))

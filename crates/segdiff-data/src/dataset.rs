@@ -97,9 +97,37 @@ pub struct Dataset {
     pub(crate) inner: Arc<Inner>,
 }
 
-#[derive(Deserialize)]
-struct JsonClasses {
-    num_classes: usize,
+/// The class fields of `ROOT/dataset.json` that readers use; lenient, so a hand-written file
+/// may hold `num_classes` alone. (`segdiff prepare` writes the full [`crate::DatasetInfo`].)
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct DatasetClasses {
+    /// Number of classes including background.
+    pub num_classes: usize,
+    /// Class names by id.
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    /// RGB colour per class, if given.
+    #[serde(default)]
+    pub class_colors: Option<Vec<[u8; 3]>>,
+}
+
+impl DatasetClasses {
+    /// Reads `root/dataset.json`: `Ok(None)` when there is none, an error naming the file when
+    /// it cannot be read or parsed.
+    pub fn read(root: &Path) -> Result<Option<Self>> {
+        let p = root.join(DATASET_JSON);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(DataError::io(&p, "read", e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| DataError::Layout {
+                path: p.clone(),
+                detail: format!("cannot read num_classes: {e}"),
+            })
+    }
 }
 
 fn first_existing(root: &Path, names: &[&str]) -> Option<PathBuf> {
@@ -197,19 +225,16 @@ impl Dataset {
         let num_classes = match opts.num_classes {
             Some(n) => Some(n),
             None if mask_dir.is_some() => {
-                let p = root.join(DATASET_JSON);
-                let text = std::fs::read_to_string(&p).map_err(|_| {
+                let classes = DatasetClasses::read(root)?.ok_or_else(|| {
                     DataError::option(
                         "num_classes",
-                        format!("not given and {} cannot be read", p.display()),
+                        format!(
+                            "not given and {} cannot be read",
+                            root.join(DATASET_JSON).display()
+                        ),
                     )
                 })?;
-                let j: JsonClasses =
-                    serde_json::from_str(&text).map_err(|e| DataError::Layout {
-                        path: p.clone(),
-                        detail: format!("cannot read num_classes: {e}"),
-                    })?;
-                Some(j.num_classes)
+                Some(classes.num_classes)
             }
             None => None,
         };
@@ -280,19 +305,7 @@ impl Dataset {
 }
 
 fn read_png(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, "read", e))?;
-    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
-        DataError::Png {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        }
-    })
-}
-
-/// Pillow's `convert("L")` of one 8-bit RGB pixel.
-#[inline]
-fn pil_luma(r: u8, g: u8, b: u8) -> u8 {
-    ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
+    Ok(segdiff_io::read_image(path)?)
 }
 
 /// Planes of 8-bit or 16-bit samples, one per channel.
@@ -316,54 +329,31 @@ fn image_planes(img: DynamicImage, force_grey: bool, path: &Path) -> Result<(Pla
             .map(|c| raw.chunks_exact(ch).map(|p| p[c]).collect())
             .collect()
     };
-    let planes = match img {
-        DynamicImage::ImageLuma8(i) => Planes::U8(vec![i]),
-        DynamicImage::ImageLumaA8(i) => Planes::U8(split8(i.as_raw(), 2, 1)),
-        DynamicImage::ImageLuma16(i) => Planes::U16(vec![i.into_raw()]),
-        DynamicImage::ImageLumaA16(i) => Planes::U16(split16(i.as_raw(), 2, 1)),
-        DynamicImage::ImageRgb8(i) if force_grey => Planes::U8(vec![GrayImage::from_raw(
-            w,
-            h,
-            i.as_raw()
-                .chunks_exact(3)
-                .map(|p| pil_luma(p[0], p[1], p[2]))
-                .collect(),
-        )
-        .unwrap_or_else(|| GrayImage::new(w, h))]),
-        DynamicImage::ImageRgba8(i) if force_grey => Planes::U8(vec![GrayImage::from_raw(
-            w,
-            h,
-            i.as_raw()
-                .chunks_exact(4)
-                .map(|p| pil_luma(p[0], p[1], p[2]))
-                .collect(),
-        )
-        .unwrap_or_else(|| GrayImage::new(w, h))]),
-        DynamicImage::ImageRgb8(i) => Planes::U8(split8(i.as_raw(), 3, 3)),
-        DynamicImage::ImageRgba8(i) => Planes::U8(split8(i.as_raw(), 4, 3)),
-        DynamicImage::ImageRgb16(i) if force_grey => Planes::U16(vec![i
-            .as_raw()
-            .chunks_exact(3)
-            .map(|p| {
-                ((f64::from(p[0]) * 0.299 + f64::from(p[1]) * 0.587 + f64::from(p[2]) * 0.114)
-                    .round()) as u16
-            })
-            .collect()]),
-        DynamicImage::ImageRgba16(i) if force_grey => Planes::U16(vec![i
-            .as_raw()
-            .chunks_exact(4)
-            .map(|p| {
-                ((f64::from(p[0]) * 0.299 + f64::from(p[1]) * 0.587 + f64::from(p[2]) * 0.114)
-                    .round()) as u16
-            })
-            .collect()]),
-        DynamicImage::ImageRgb16(i) => Planes::U16(split16(i.as_raw(), 3, 3)),
-        DynamicImage::ImageRgba16(i) => Planes::U16(split16(i.as_raw(), 4, 3)),
-        other => {
-            return Err(DataError::Png {
-                path: path.to_path_buf(),
-                detail: format!("unsupported pixel format {:?}", other.color()),
-            })
+    let unsupported = |color: image::ColorType| DataError::Png {
+        path: path.to_path_buf(),
+        detail: format!("unsupported pixel format {color:?}"),
+    };
+    // Grey (one channel, or RGB converted as the official code's Pillow does) or RGB planes.
+    let planes = if force_grey || img.color().channel_count() <= 2 {
+        let eight_bit = matches!(
+            img,
+            DynamicImage::ImageLuma8(_)
+                | DynamicImage::ImageLumaA8(_)
+                | DynamicImage::ImageRgb8(_)
+                | DynamicImage::ImageRgba8(_)
+        );
+        match segdiff_io::grey16(&img) {
+            Some(g) => Planes::U16(vec![g]),
+            None if eight_bit => Planes::U8(vec![segdiff_io::grey8(&img)]),
+            None => return Err(unsupported(img.color())),
+        }
+    } else {
+        match img {
+            DynamicImage::ImageRgb8(i) => Planes::U8(split8(i.as_raw(), 3, 3)),
+            DynamicImage::ImageRgba8(i) => Planes::U8(split8(i.as_raw(), 4, 3)),
+            DynamicImage::ImageRgb16(i) => Planes::U16(split16(i.as_raw(), 3, 3)),
+            DynamicImage::ImageRgba16(i) => Planes::U16(split16(i.as_raw(), 4, 3)),
+            other => return Err(unsupported(other.color())),
         }
     };
     Ok((planes, w, h))

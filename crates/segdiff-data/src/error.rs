@@ -1,5 +1,6 @@
 //! The one error type of this crate. Every variant names the file (or option) at fault and the
-//! problem, so a CLI can print it unchanged.
+//! problem; a wrapped OS error is the `source()`, not part of the message, so print the chain
+//! (anyhow's `{:#}`) to see it.
 
 use std::path::PathBuf;
 
@@ -9,8 +10,8 @@ pub type Result<T, E = DataError> = std::result::Result<T, E>;
 /// Everything that can go wrong while reading volumes, preparing a dataset or reading it back.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// An operating-system level read/write failure.
-    #[error("{path}: {action}: {source}")]
+    /// An operating-system level read/write failure (the OS error is the `source()`).
+    #[error("{path}: {action}")]
     Io {
         path: PathBuf,
         action: &'static str,
@@ -83,7 +84,10 @@ pub enum DataError {
     /// A user option is invalid.
     #[error("option {option}: {detail}")]
     InvalidOption { option: String, detail: String },
-    /// A PNG could not be read or has an unsupported pixel format.
+    /// An image file could not be read or decoded.
+    #[error(transparent)]
+    Image(#[from] segdiff_io::ImageFileError),
+    /// A PNG has an unsupported pixel format or content.
     #[error("{path}: cannot decode PNG: {detail}")]
     Png { path: PathBuf, detail: String },
     /// An image has no mask partner or vice versa.
@@ -123,5 +127,20 @@ impl DataError {
             option: option.into(),
             detail: detail.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_os_error_is_the_source_not_part_of_the_message() {
+        let e = DataError::io("/d/a.dcm", "open", std::io::Error::other("disk on fire"));
+        let top: &dyn std::error::Error = &e;
+        let chain: Vec<String> = std::iter::successors(Some(top), |e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(chain, ["/d/a.dcm: open", "disk on fire"]);
     }
 }

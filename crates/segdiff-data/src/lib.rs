@@ -15,7 +15,9 @@
 //! * [`orientation`]: RAS+ reorientation and the radiological slice conventions.
 //! * [`Intensity`], [`LabelMapping`], [`SliceFilter`], [`Fit`], [`SplitRatios`]: the knobs.
 //! * [`Dataset`] + [`LoaderOptions`] → [`Batches`] of [`Batch`] (plain `Vec<f32>`/`Vec<u8>` +
-//!   shapes), decoded ahead on a background thread.
+//!   shapes), decoded ahead on a background thread; [`DatasetClasses`], the class fields of
+//!   `dataset.json` every reader uses. Images are decoded (and RGB turned grey, as Pillow does)
+//!   by `segdiff-io`, the one image reader of the workspace.
 //! * [`synthetic`]: a CT-like phantom and a small NIfTI writer for tests, demos and benchmarks.
 //! * [`DataError`]: every failure names the file (or option) and the problem.
 
@@ -36,7 +38,7 @@ pub mod synthetic;
 pub mod tissue;
 pub mod volume;
 
-pub use dataset::{Dataset, DatasetOptions, Item, Sample};
+pub use dataset::{Dataset, DatasetClasses, DatasetOptions, Item, Sample};
 pub use dicom_seg::read_seg_labels;
 pub use dicom_series::{
     read_dicom, read_dicom_pixels, read_dicom_series, scan_dicom, DicomPixels, DicomScan,

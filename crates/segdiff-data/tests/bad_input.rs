@@ -328,7 +328,7 @@ fn reader_rejects_unreadable_png() {
     std::fs::write(root.join("img/train/a.png"), b"\x89PNG\r\n\x1a\ngarbage").unwrap();
     let ds = Dataset::open(root, Split::Train, &opts4()).unwrap();
     let e = ds.load(0).unwrap_err();
-    assert!(matches!(e, DataError::Png { .. }), "{e}");
+    assert!(matches!(e, DataError::Image(_)), "{e}");
     assert!(e.to_string().contains("a.png"), "{e}");
     // The loader surfaces the same error instead of panicking.
     let first = ds.batches(&Default::default(), 0).unwrap().next().unwrap();

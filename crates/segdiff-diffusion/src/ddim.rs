@@ -6,7 +6,7 @@ use crate::config::{DdimConfig, PredictionType, SchedulerConfig, SchedulerKind};
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::NoiseSchedule;
 use crate::scheduler::{
-    check_step_shapes, mul_scalar, predict_x0_and_eps, Scheduler, StepNoise, StepOutput,
+    check_step_shapes, clip_x0, mul_scalar, predict_x0_and_eps, Scheduler, StepNoise, StepOutput,
 };
 use crate::timestep_spacing::ddpm_ddim_timesteps;
 
@@ -26,18 +26,13 @@ pub struct DdimScheduler {
 impl DdimScheduler {
     /// Builds the tables; `set_timesteps` must be called before `step`. η starts at 0.
     pub fn new(config: DdimConfig) -> Result<Self> {
-        let schedule = NoiseSchedule::new(
-            config.num_train_timesteps,
-            config.beta_start,
-            config.beta_end,
-            config.beta_schedule,
-        )?;
+        let schedule = config.schedule.noise_schedule()?;
         let final_alpha_cumprod = if config.set_alpha_to_one {
             1.0f32
         } else {
             schedule.alpha_cumprod(0)?
         };
-        let timesteps = (0..config.num_train_timesteps).rev().collect();
+        let timesteps = (0..config.schedule.num_train_timesteps).rev().collect();
         Ok(Self {
             config,
             schedule,
@@ -94,15 +89,15 @@ impl Scheduler for DdimScheduler {
     }
 
     fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
+        self.config.schedule.prediction_type
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         self.timesteps = ddpm_ddim_timesteps(
             self.config.timestep_spacing,
-            self.config.num_train_timesteps,
+            self.config.schedule.num_train_timesteps,
             num_inference_steps,
-            self.config.steps_offset,
+            self.config.schedule.steps_offset,
         )?;
         self.num_inference_steps = Some(num_inference_steps);
         Ok(())
@@ -135,17 +130,18 @@ impl Scheduler for DdimScheduler {
             .ok_or(DiffusionError::TimestepsNotSet(NAME))?;
         check_step_shapes(model_output, sample)?;
         // diffusers steps back by T // n whatever the spacing.
-        let prev_timestep = timestep as i64 - (self.config.num_train_timesteps / n) as i64;
+        let prev_timestep = timestep as i64 - (self.config.schedule.num_train_timesteps / n) as i64;
         let a_t = self.schedule.alpha_cumprod(timestep)?;
         let a_prev = self.alpha_prev(prev_timestep)?;
 
-        let (mut x0, eps) =
-            predict_x0_and_eps(self.config.prediction_type, model_output, sample, a_t)?;
+        let (x0, eps) = predict_x0_and_eps(
+            self.config.schedule.prediction_type,
+            model_output,
+            sample,
+            a_t,
+        )?;
         // diffusers clips x0 but keeps the unclipped ε for the direction term.
-        if self.config.clip_sample {
-            let r = self.config.clip_sample_range;
-            x0 = x0.clamp(-r, r)?;
-        }
+        let x0 = clip_x0(x0, &self.config.clipping)?;
 
         // Scalars in float32 like diffusers' 0-d tensors (η is cast to float32 by torch).
         let std_dev = self.eta as f32 * self.variance(timestep, prev_timestep)?.sqrt();

@@ -7,7 +7,7 @@ use crate::config::{DdpmConfig, PredictionType, SchedulerConfig, SchedulerKind, 
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::NoiseSchedule;
 use crate::scheduler::{
-    check_step_shapes, mul_scalar, predict_x0_and_eps, Scheduler, StepNoise, StepOutput,
+    check_step_shapes, clip_x0, mul_scalar, predict_x0_and_eps, Scheduler, StepNoise, StepOutput,
 };
 use crate::timestep_spacing::ddpm_ddim_timesteps;
 
@@ -24,13 +24,8 @@ pub struct DdpmScheduler {
 impl DdpmScheduler {
     /// Builds the tables; timesteps start as the full `T-1..=0` chain, as in diffusers.
     pub fn new(config: DdpmConfig) -> Result<Self> {
-        let schedule = NoiseSchedule::new(
-            config.num_train_timesteps,
-            config.beta_start,
-            config.beta_end,
-            config.beta_schedule,
-        )?;
-        let timesteps = (0..config.num_train_timesteps).rev().collect();
+        let schedule = config.schedule.noise_schedule()?;
+        let timesteps = (0..config.schedule.num_train_timesteps).rev().collect();
         Ok(Self {
             config,
             schedule,
@@ -110,15 +105,15 @@ impl Scheduler for DdpmScheduler {
     }
 
     fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
+        self.config.schedule.prediction_type
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         self.timesteps = ddpm_ddim_timesteps(
             self.config.timestep_spacing,
-            self.config.num_train_timesteps,
+            self.config.schedule.num_train_timesteps,
             num_inference_steps,
-            self.config.steps_offset,
+            self.config.schedule.steps_offset,
         )?;
         Ok(())
     }
@@ -140,12 +135,13 @@ impl Scheduler for DdpmScheduler {
         let beta_prod_t = 1.0f32 - c.a_t;
         let beta_prod_prev = 1.0f32 - c.a_prev;
 
-        let (mut x0, _) =
-            predict_x0_and_eps(self.config.prediction_type, model_output, sample, c.a_t)?;
-        if self.config.clip_sample {
-            let r = self.config.clip_sample_range;
-            x0 = x0.clamp(-r, r)?;
-        }
+        let (x0, _) = predict_x0_and_eps(
+            self.config.schedule.prediction_type,
+            model_output,
+            sample,
+            c.a_t,
+        )?;
+        let x0 = clip_x0(x0, &self.config.clipping)?;
 
         // Eq. (7) of the DDPM paper: posterior mean of q(x_{t-1} | x_t, x0).
         let x0_coeff = c.a_prev.sqrt() * c.current_beta / beta_prod_t;
@@ -195,8 +191,14 @@ mod tests {
             PredictionType::Sample,
         ] {
             let s = DdpmScheduler::new(DdpmConfig {
-                prediction_type: pred,
-                clip_sample: false,
+                schedule: crate::config::TrainSchedule {
+                    prediction_type: pred,
+                    ..Default::default()
+                },
+                clipping: crate::config::SampleClipping {
+                    clip_sample: false,
+                    ..Default::default()
+                },
                 ..DdpmConfig::default()
             })
             .unwrap();

@@ -52,19 +52,14 @@ fn lambda(alpha: f32, sigma: f32) -> f32 {
 impl DpmSolverMultistepScheduler {
     /// Builds the tables; `set_timesteps` must be called before `step`.
     pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
-        let schedule = NoiseSchedule::new(
-            config.num_train_timesteps,
-            config.beta_start,
-            config.beta_end,
-            config.beta_schedule,
-        )?;
+        let schedule = config.schedule.noise_schedule()?;
         let train_sigmas = schedule
             .alphas_cumprod()
             .iter()
             .map(|&a| ((1.0f32 - a) / a).sqrt())
             .collect();
         let order = config.solver_order;
-        let timesteps = (0..config.num_train_timesteps).rev().collect();
+        let timesteps = (0..config.schedule.num_train_timesteps).rev().collect();
         Ok(Self {
             config,
             schedule,
@@ -103,7 +98,7 @@ impl DpmSolverMultistepScheduler {
             .iter()
             .filter(|&&a| (lambda(a.sqrt(), (1.0f32 - a).sqrt()) as f64) < clip)
             .count();
-        self.config.num_train_timesteps - clipped
+        self.config.schedule.num_train_timesteps - clipped
     }
 
     /// Converts the model output to the x0 prediction DPM-Solver++ integrates.
@@ -114,7 +109,7 @@ impl DpmSolverMultistepScheduler {
         sigma: f32,
     ) -> Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
-        Ok(match self.config.prediction_type {
+        Ok(match self.config.schedule.prediction_type {
             PredictionType::Epsilon => {
                 div_scalar(&(sample - mul_scalar(model_output, sigma_t)?)?, alpha_t)?
             }
@@ -202,16 +197,16 @@ impl Scheduler for DpmSolverMultistepScheduler {
     }
 
     fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
+        self.config.schedule.prediction_type
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         let timesteps = dpm_solver_timesteps(
             self.config.timestep_spacing,
-            self.config.num_train_timesteps,
+            self.config.schedule.num_train_timesteps,
             self.last_timestep(),
             num_inference_steps,
-            self.config.steps_offset,
+            self.config.schedule.steps_offset,
         )?;
         let sigma_last = match self.config.final_sigmas_type {
             FinalSigmasType::Zero => 0.0,
@@ -374,7 +369,10 @@ mod tests {
     #[test]
     fn lambda_min_clipped_drops_low_snr_timesteps() {
         let cfg = DpmSolverMultistepConfig {
-            beta_schedule: crate::config::BetaSchedule::SquaredcosCapV2,
+            schedule: crate::config::TrainSchedule {
+                beta_schedule: crate::config::BetaSchedule::SquaredcosCapV2,
+                ..Default::default()
+            },
             lambda_min_clipped: -5.1,
             ..DpmSolverMultistepConfig::default()
         };

@@ -9,8 +9,12 @@ pub enum DiffusionError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A scheduler config file could not be read or written.
-    #[error("scheduler config {path}: {source}")]
+    /// An image file (a preview, a loss curve) could not be read or written.
+    #[error(transparent)]
+    Image(#[from] segdiff_io::ImageFileError),
+
+    /// A scheduler config file could not be read or written (the cause is the `source()`).
+    #[error("scheduler config {path}")]
     ConfigIo {
         path: PathBuf,
         #[source]
@@ -24,22 +28,14 @@ pub enum DiffusionError {
         message: String,
     },
 
-    /// A config field has the wrong JSON type.
-    #[error("scheduler config field `{field}` of {class}: expected {expected}, found {found}")]
-    ConfigFieldType {
-        class: String,
-        field: &'static str,
-        expected: &'static str,
-        found: String,
-    },
-
-    /// A config field holds a value diffusers accepts but this crate does not implement (or an invalid one).
-    #[error("scheduler config field `{field}` of {class}: unsupported value {value} ({reason})")]
+    /// A config field holds a value this crate cannot use: the wrong JSON type, an invalid value,
+    /// or one diffusers accepts but this crate does not implement.
+    #[error("scheduler config{} field `{field}` of {class}: {problem}", path_suffix(.path))]
     UnsupportedConfigValue {
+        path: Option<PathBuf>,
         class: String,
-        field: &'static str,
-        value: String,
-        reason: &'static str,
+        field: String,
+        problem: String,
     },
 
     /// `_class_name` names a scheduler this crate does not implement.
@@ -121,6 +117,14 @@ pub enum DiffusionError {
     #[error("optimiser state: {0}")]
     InvalidState(String),
 
+    /// A [`TrainData`](crate::train::TrainData) source could not deliver a batch; the cause (a
+    /// data-crate error, or a plain message) is the `source()`. Build it with
+    /// [`DiffusionError::train_data`].
+    #[error("training data")]
+    TrainData {
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The denoiser could not be built, loaded or saved.
     #[error(transparent)]
     Unet(#[from] segdiff_unet::UnetError),
@@ -134,6 +138,15 @@ pub enum DiffusionError {
     ModelDir { path: PathBuf, message: String },
 }
 
+impl DiffusionError {
+    /// A [`DiffusionError::TrainData`] from an error (kept whole as the source) or a message.
+    pub fn train_data(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::TrainData {
+            source: cause.into(),
+        }
+    }
+}
+
 fn path_suffix(path: &Option<PathBuf>) -> String {
     match path {
         Some(p) => format!(" {}", p.display()),
@@ -143,3 +156,37 @@ fn path_suffix(path: &Option<PathBuf>) -> String {
 
 /// Result alias of the crate.
 pub type Result<T, E = DiffusionError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and every source, joined as anyhow's `{:#}` prints them.
+    fn chain(e: &DiffusionError) -> String {
+        let top: &dyn std::error::Error = e;
+        std::iter::successors(Some(top), |e| e.source())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+
+    #[test]
+    fn wrapped_causes_appear_once_in_the_chain() {
+        let e = DiffusionError::ConfigIo {
+            path: PathBuf::from("/m/scheduler_config.json"),
+            source: std::io::Error::other("disk on fire"),
+        };
+        assert_eq!(
+            chain(&e),
+            "scheduler config /m/scheduler_config.json: disk on fire"
+        );
+        // An error is kept whole as the source, a message becomes one.
+        let e = DiffusionError::train_data(e);
+        assert_eq!(
+            chain(&e),
+            "training data: scheduler config /m/scheduler_config.json: disk on fire"
+        );
+        let e = DiffusionError::train_data(format!("{}: no mask", "b.png"));
+        assert_eq!(chain(&e), "training data: b.png: no mask");
+    }
+}

@@ -1,6 +1,6 @@
 //! The diffusion "science core" of segdiff: diffusers-0.42-compatible noise schedulers, the
 //! segmentation-guided sampling loop, mask conditioning with the paper's mask ablation, and the
-//! optimiser pieces the trainer needs.
+//! training machinery every segdiff trainer shares.
 //!
 //! Not here: the denoising network (`segdiff-unet`, plugged in through [`EpsModel`]), data
 //! loading from disk (`segdiff-data`) and the CLI.
@@ -12,7 +12,10 @@
 //! - [`guided_sample`] runs concat-mask → ε-model → step to an image in [0, 1]; [`sampler`] is
 //!   the full sampler of the paper (per-image seeds, ablated/empty masks, latent interpolation,
 //!   mask guidance, shards).
-//! - [`train`]: the training loop ([`train::Trainer`]) with exact resume and atomic checkpoints.
+//! - [`train`]: the training machinery every method reuses ([`train::Method`], [`train::train`]:
+//!   per-step seeded RNG, AdamW/EMA/clipping, atomic checkpoints and exact resume, the NaN stop,
+//!   [`train::Session`] for progress, loss log and plot, previews) and segmentation-guided
+//!   diffusion on it ([`train::Trainer`], [`train::DatasetBatches`], [`train::DiffusionPreview`]).
 //! - [`model_dir`]: model directories (diffusers layout + `segdiff.json` conditioning metadata).
 //! - [`encode_mask`] / [`MaskEncoding`] and [`MaskAblation`] (Algorithm 1 of Konz et al. 2024).
 //! - [`optim`]: [`optim::AdamW`] with exportable state, [`optim::cosine_schedule_with_warmup`],
@@ -30,14 +33,14 @@ pub mod noise_schedule;
 pub mod optim;
 pub mod random;
 pub mod sampler;
-pub mod sampling;
 pub mod scheduler;
 mod timestep_spacing;
 pub mod train;
 
 pub use config::{
-    BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType,
-    PredictionType, SchedulerConfig, SchedulerKind, SolverType, TimestepSpacing, VarianceType,
+    AlgorithmType, BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType,
+    Off, PredictionType, SampleClipping, SchedulerConfig, SchedulerKind, SolverType,
+    TimestepSpacing, TrainSchedule, VarianceType,
 };
 pub use ddim::DdimScheduler;
 pub use ddpm::DdpmScheduler;
@@ -46,9 +49,9 @@ pub use error::{DiffusionError, Result};
 pub use mask_conditioning::{encode_mask, AblationMode, MaskAblation, MaskEncoding};
 pub use model_dir::{load_model_dir, save_model_dir, ConditioningMeta, SegdiffModel};
 pub use noise_schedule::NoiseSchedule;
+pub use sampler::guided_loop::{guided_sample, EpsModel, GuidedSample, SamplingOptions};
 pub use sampler::{
     sample, sample_images, LatentInterpolation, MixPoint, SampleInput, SampleOptions, SampleOutput,
     SampleProgress, Shard, UnetDenoiser,
 };
-pub use sampling::{guided_sample, EpsModel, GuidedSample, SamplingOptions};
 pub use scheduler::{Scheduler, StepNoise, StepOutput};

@@ -9,12 +9,14 @@ use rand::Rng;
 
 use crate::error::{DiffusionError, Result};
 
-/// How class ids become conditioning channels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// How class ids become conditioning channels (`single` / `onehot` in `segdiff.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MaskEncoding {
     /// One channel, `class_id / 255` in f32 (official implementation).
+    #[serde(rename = "single")]
     Single,
     /// `num_classes − 1` channels; channel k−1 is 1 where the class is k.
+    #[serde(rename = "onehot", alias = "one-hot", alias = "one_hot")]
     OneHot,
 }
 
@@ -42,6 +44,12 @@ impl MaskEncoding {
             "onehot" | "one-hot" | "one_hot" => Some(Self::OneHot),
             _ => None,
         }
+    }
+}
+
+impl std::fmt::Display for MaskEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

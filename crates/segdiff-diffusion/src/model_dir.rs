@@ -26,7 +26,7 @@ pub struct ConditioningMeta {
     /// `false` for the paper's unconditional baseline (Unc-Diff).
     pub segmentation_guided: bool,
     /// `single` (official: one channel, `class_id/255`) or `onehot` (C−1 channels of 0/1).
-    pub mask_encoding: String,
+    pub mask_encoding: MaskEncoding,
     /// Number of classes including background; `None` when unknown (official checkpoints).
     pub num_classes: Option<usize>,
     /// One name per class id, background first (may be empty).
@@ -49,7 +49,7 @@ impl ConditioningMeta {
         let guided = config.in_channels == config.out_channels + 1;
         Self {
             segmentation_guided: guided,
-            mask_encoding: MaskEncoding::Single.as_str().to_string(),
+            mask_encoding: MaskEncoding::Single,
             num_classes: None,
             class_names: Vec::new(),
             image_channels: config.out_channels,
@@ -58,15 +58,9 @@ impl ConditioningMeta {
         }
     }
 
-    /// The parsed mask encoding.
-    pub fn encoding(&self) -> Result<MaskEncoding> {
-        MaskEncoding::parse(&self.mask_encoding).ok_or_else(|| DiffusionError::ModelDir {
-            path: PathBuf::from(META_NAME),
-            message: format!(
-                "unknown mask_encoding {:?} (expected single or onehot)",
-                self.mask_encoding
-            ),
-        })
+    /// The mask encoding.
+    pub fn encoding(&self) -> MaskEncoding {
+        self.mask_encoding
     }
 
     /// Mask channels the network expects (0 for an unconditional model).
@@ -74,7 +68,7 @@ impl ConditioningMeta {
         if !self.segmentation_guided {
             return Ok(0);
         }
-        match self.encoding()? {
+        match self.encoding() {
             MaskEncoding::Single => Ok(1),
             MaskEncoding::OneHot => {
                 self.num_classes
@@ -196,6 +190,6 @@ fn io_err(path: &Path, e: std::io::Error) -> DiffusionError {
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
-    segdiff_unet::write_atomic(path, |tmp| std::fs::write(tmp, text.as_bytes()))
+    segdiff_io::write_atomic(path, |tmp| std::fs::write(tmp, text.as_bytes()))
         .map_err(|e| io_err(path, e))
 }

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 use rand::RngCore;
 
-use crate::config::{PredictionType, SchedulerConfig, SchedulerKind};
+use crate::config::{PredictionType, SampleClipping, SchedulerConfig, SchedulerKind};
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::{check_same_shape, NoiseSchedule};
 
@@ -162,6 +162,15 @@ pub(crate) fn predict_x0_and_eps(
             (x0, eps)
         }
     })
+}
+
+/// Clamps x0 to ±`clip_sample_range` when `clip_sample` is set (DDPM and DDIM).
+pub(crate) fn clip_x0(x0: Tensor, clipping: &SampleClipping) -> Result<Tensor> {
+    if !clipping.clip_sample {
+        return Ok(x0);
+    }
+    let r = clipping.clip_sample_range;
+    Ok(x0.clamp(-r, r)?)
 }
 
 /// Checks that the model output matches the sample it will update.

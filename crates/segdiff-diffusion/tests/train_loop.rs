@@ -5,12 +5,14 @@ use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use segdiff_diffusion::sampler::sampling_scheduler_config;
-use segdiff_diffusion::train::{list_checkpoints, TrainData, TrainEvent, TrainOptions, Trainer};
+use segdiff_diffusion::train::{
+    list_checkpoints, RunOptions, TrainData, TrainEvent, TrainOptions, Trainer,
+};
 use segdiff_diffusion::{
     encode_mask, guided_sample, ConditioningMeta, DdpmConfig, DiffusionError, MaskEncoding,
     PredictionType, SamplingOptions, SchedulerConfig, SchedulerKind,
 };
-use segdiff_unet::UNet2DConfig;
+use segdiff_unet::{DownBlockType, UNet2DConfig, UpBlockType};
 
 /// Random axis-aligned rectangles of classes 1..C−1 on background; class k has intensity
 /// `level(k)` plus a little noise, so a mask fully determines the image up to noise.
@@ -60,6 +62,8 @@ impl Shapes {
 }
 
 impl TrainData for Shapes {
+    type Batch = (Tensor, Tensor);
+
     fn len(&self) -> usize {
         self.images.len()
     }
@@ -90,8 +94,8 @@ fn tiny_config(size: usize, in_channels: usize) -> UNet2DConfig {
         in_channels,
         out_channels: 1,
         block_out_channels: vec![16, 32],
-        down_block_types: vec!["DownBlock2D".into(), "AttnDownBlock2D".into()],
-        up_block_types: vec!["AttnUpBlock2D".into(), "UpBlock2D".into()],
+        down_block_types: vec![DownBlockType::DownBlock2D, DownBlockType::AttnDownBlock2D],
+        up_block_types: vec![UpBlockType::AttnUpBlock2D, UpBlockType::UpBlock2D],
         layers_per_block: 1,
         norm_num_groups: Some(8),
         attention_head_dim: Some(8),
@@ -106,7 +110,7 @@ fn meta(guided: bool) -> ConditioningMeta {
 fn meta_with(guided: bool, encoding: &str) -> ConditioningMeta {
     ConditioningMeta {
         segmentation_guided: guided,
-        mask_encoding: encoding.into(),
+        mask_encoding: MaskEncoding::parse(encoding).unwrap(),
         num_classes: Some(3),
         class_names: vec!["background".into(), "a".into(), "b".into()],
         image_channels: 1,
@@ -144,14 +148,17 @@ fn weights_bits(t: &Trainer) -> Vec<(String, Vec<u32>)> {
 fn resume_continues_bit_for_bit() {
     let data = Shapes::new(10, 16, 1);
     let options = TrainOptions {
-        total_steps: 6,
-        warmup_steps: 2,
-        batch_size: 3,
-        grad_accumulation: 2,
-        ema_max_decay: Some(0.999),
+        run: RunOptions {
+            total_steps: 6,
+            warmup_steps: 2,
+            batch_size: 3,
+            grad_accumulation: 2,
+            ema_max_decay: Some(0.999),
+            seed: 42,
+            lr: 1e-3,
+            ..RunOptions::default()
+        },
         ablation_p: Some(0.5),
-        seed: 42,
-        lr: 1e-3,
         ..TrainOptions::default()
     };
     let dev = Device::Cpu;
@@ -203,11 +210,14 @@ fn resume_continues_bit_for_bit() {
 fn checkpoints_are_complete_model_dirs_and_only_the_last_k_are_kept() {
     let data = Shapes::new(6, 16, 2);
     let options = TrainOptions {
-        total_steps: 5,
-        warmup_steps: 1,
-        batch_size: 2,
-        checkpoint_every: 1,
-        keep_checkpoints: 2,
+        run: RunOptions {
+            total_steps: 5,
+            warmup_steps: 1,
+            batch_size: 2,
+            checkpoint_every: 1,
+            keep_checkpoints: 2,
+            ..RunOptions::default()
+        },
         ..TrainOptions::default()
     };
     let out = tempfile::tempdir().unwrap();
@@ -253,9 +263,12 @@ fn checkpoints_are_complete_model_dirs_and_only_the_last_k_are_kept() {
 fn nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     let mut data = Shapes::new(4, 16, 3);
     let options = TrainOptions {
-        total_steps: 6,
-        batch_size: 4,
-        checkpoint_every: 1,
+        run: RunOptions {
+            total_steps: 6,
+            batch_size: 4,
+            checkpoint_every: 1,
+            ..RunOptions::default()
+        },
         ..TrainOptions::default()
     };
     let out = tempfile::tempdir().unwrap();
@@ -318,11 +331,14 @@ fn train_and_sample(guided: bool, steps: usize) -> f64 {
     let train = Shapes::new(64, size, 10);
     let held_out = Shapes::new(8, size, 99);
     let options = TrainOptions {
-        total_steps: steps,
-        warmup_steps: 50,
-        batch_size: 16,
-        lr: 2e-3,
-        seed: 7,
+        run: RunOptions {
+            total_steps: steps,
+            warmup_steps: 50,
+            batch_size: 16,
+            lr: 2e-3,
+            seed: 7,
+            ..RunOptions::default()
+        },
         ..TrainOptions::default()
     };
     let out = tempfile::tempdir().unwrap();
@@ -333,7 +349,10 @@ fn train_and_sample(guided: bool, steps: usize) -> f64 {
     // (errors scaled by 1/√ᾱ_t ≈ 150 at t = 990) and needs thousands of steps to become usable;
     // v-prediction learns the same mapping in the few hundred steps a test can afford.
     let training = SchedulerConfig::Ddpm(DdpmConfig {
-        prediction_type: PredictionType::VPrediction,
+        schedule: segdiff_diffusion::TrainSchedule {
+            prediction_type: PredictionType::VPrediction,
+            ..Default::default()
+        },
         ..DdpmConfig::default()
     });
     let mut t = Trainer::new(

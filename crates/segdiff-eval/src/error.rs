@@ -130,6 +130,9 @@ pub enum EvalError {
     Incompatible { what: String, reason: String },
     /// Reading the dataset failed (the message names the file). Boxed: the other crates' errors
     /// are large, and every `Result` of this crate would carry their size.
+    /// An image file could not be read or written.
+    #[error(transparent)]
+    Image(#[from] segdiff_io::ImageFileError),
     #[error(transparent)]
     Data(Box<segdiff_data::DataError>),
     /// Loading the diffusion model or sampling failed.

@@ -7,15 +7,11 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, ImageBuffer, Luma, RgbImage};
+use image::{DynamicImage, GrayImage, ImageBuffer, Luma};
 
-use crate::atomic_write::write_atomic;
 use crate::error::{EvalError, Result};
 
-/// `round(clamp(x, 0, 1) · 255)`.
-pub fn to_u8(x01: f32) -> u8 {
-    (x01.clamp(0.0, 1.0) * 255.0).round() as u8
-}
+pub use segdiff_io::picture::to_u8;
 
 /// The `[-1, 1]` value of an 8-bit pixel, as the dataset loader computes it.
 pub fn from_u8(v: u8) -> f32 {
@@ -38,22 +34,13 @@ pub fn write_image_png(
             right: vec![channels, height, width],
         });
     }
-    let img = match channels {
-        1 => DynamicImage::ImageLuma8(GrayImage::from_fn(width as u32, height as u32, |x, y| {
-            Luma([to_u8(chw01[y as usize * width + x as usize])])
-        })),
-        3 => DynamicImage::ImageRgb8(RgbImage::from_fn(width as u32, height as u32, |x, y| {
-            let i = y as usize * width + x as usize;
-            image::Rgb(std::array::from_fn(|c| to_u8(chw01[c * hw + i])))
-        })),
-        _ => {
-            return Err(EvalError::InvalidArgument {
-                name: "image channels",
-                value: channels.to_string(),
-                reason: "PNG output supports 1 (grey) or 3 (RGB) channels",
-            })
-        }
-    };
+    let img = segdiff_io::picture::image_from_chw01(chw01, channels, height, width).ok_or(
+        EvalError::InvalidArgument {
+            name: "image channels",
+            value: channels.to_string(),
+            reason: "PNG output supports 1 (grey) or 3 (RGB) channels",
+        },
+    )?;
     save(path, &img)
 }
 
@@ -139,16 +126,7 @@ pub fn read_label_png(path: &Path) -> Result<(Vec<u32>, usize, usize)> {
 }
 
 fn open(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
-        EvalError::Png {
-            path: path.to_path_buf(),
-            detail: format!("cannot decode: {e}"),
-        }
-    })
+    Ok(segdiff_io::read_image(path)?)
 }
 
 fn check_size(path: &Path, img: &DynamicImage, height: usize, width: usize) -> Result<()> {
@@ -169,10 +147,7 @@ fn save(path: &Path, img: &DynamicImage) -> Result<()> {
             source,
         })?;
     }
-    write_atomic(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(std::io::Error::other)
-    })
+    Ok(segdiff_io::write_png(path, img)?)
 }
 
 #[cfg(test)]

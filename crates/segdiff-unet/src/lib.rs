@@ -7,7 +7,6 @@
 //! the same numbers as diffusers. It is not a scheduler, sampler or trainer: those live in
 //! `segdiff-diffusion`, which drives this model.
 
-mod atomic;
 mod attention;
 mod blocks;
 mod config;
@@ -20,8 +19,7 @@ mod unet2d;
 mod weight_check;
 mod weights;
 
-pub use atomic::{temp_sibling, write_atomic};
-pub use config::UNet2DConfig;
+pub use config::{DownBlockType, UNet2DConfig, UpBlockType};
 pub use embeddings::timestep_features;
 pub use trace::Trace;
 pub use unet2d::UNet2DModel;
@@ -34,36 +32,45 @@ pub use weights::{
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong building, loading or saving a UNet.
+/// Everything that can go wrong building, loading or saving a UNet. Variants wrapping an
+/// underlying error name the file and expose the cause as `source()`, not in the message: print
+/// the chain (anyhow's `{:#}`) to see both.
 #[derive(Debug, thiserror::Error)]
 pub enum UnetError {
-    #[error("{path}: {source}")]
+    /// Reading or writing a file or folder failed.
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: not a valid config.json: {source}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "config".into()))]
+    /// A `config.json` (from a file when `path` is set) is not valid JSON for [`UNet2DConfig`].
+    #[error("{}: not a valid config.json", path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "config".into()))]
     ConfigParse {
         path: Option<PathBuf>,
         source: serde_json::Error,
     },
+    /// A config value diffusers accepts but this implementation does not.
     #[error("unsupported config value {field} = {value}: {why}")]
     UnsupportedConfig {
         field: String,
         value: String,
         why: String,
     },
+    /// A folder with no `config.json` in it or in its `unet/` folder.
     #[error(
         "{dir}: not a diffusers model directory (no config.json in it or in its unet/ folder)"
     )]
     NotAModelDir { dir: PathBuf },
+    /// A model folder without a weight file.
     #[error("{dir}: no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin")]
     MissingWeights { dir: PathBuf },
-    #[error("{path}: cannot read weights: {source}")]
+    /// A weight file that cannot be read (or holds no tensor).
+    #[error("{path}: cannot read weights")]
     WeightsRead {
         path: PathBuf,
         source: candle_core::Error,
     },
+    /// Weights whose tensor names or shapes do not match the config; every problem is listed.
     #[error(
         "{path}: the weights do not match the config:{}",
         describe_mismatch(missing, unexpected, shape)
@@ -74,6 +81,7 @@ pub enum UnetError {
         unexpected: Vec<String>,
         shape: Vec<(String, Vec<usize>, Vec<usize>)>,
     },
+    /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -4,7 +4,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
+use crate::blocks::{
+    AttentionConfig, DownBlock, DownBlockConfig, MidBlock, MidBlockConfig, UpBlock, UpBlockConfig,
+};
 use crate::config::UNet2DConfig;
 use crate::embeddings::{broadcast_timesteps, timestep_features, TimestepEmbedding};
 use crate::layers::{group_norm, Conv2d};
@@ -30,60 +32,68 @@ impl UNet2DModel {
         let boc = &config.block_out_channels;
         let n = boc.len();
         let temb = config.time_embed_dim();
-        let spec = BlockSpec {
-            temb,
-            groups: config.groups(),
-            eps: config.norm_eps,
+        let groups = config.groups();
+        let eps = config.norm_eps;
+        let block_attention = AttentionConfig {
             head_dim: config.attention_head_dim,
+            groups,
+            eps,
+            rescale_output_factor: 1.0,
         };
         let conv_in = Conv2d::new(config.in_channels, boc[0], 3, 1, 1, vb.pp("conv_in"))?;
         let time_embedding = TimestepEmbedding::new(boc[0], temb, vb.pp("time_embedding"))?;
 
         let mut down_blocks = Vec::with_capacity(n);
-        let mut c_out = boc[0];
+        let mut out_channels = boc[0];
         for (i, kind) in config.down_block_types.iter().enumerate() {
-            let c_in = c_out;
-            c_out = boc[i];
-            down_blocks.push(DownBlock::new(
-                spec,
-                c_in,
-                c_out,
-                config.layers_per_block,
-                kind == "AttnDownBlock2D",
-                i + 1 < n,
-                config.downsample_padding,
-                vb.pp("down_blocks").pp(i),
-            )?);
+            let in_channels = out_channels;
+            out_channels = boc[i];
+            let cfg = DownBlockConfig {
+                in_channels,
+                out_channels,
+                temb_channels: temb,
+                num_layers: config.layers_per_block,
+                resnet_groups: groups,
+                resnet_eps: eps,
+                attention: kind.has_attention().then_some(block_attention),
+                add_downsample: i + 1 < n,
+                downsample_padding: config.downsample_padding,
+            };
+            down_blocks.push(DownBlock::new(&cfg, vb.pp("down_blocks").pp(i))?);
         }
 
-        let last = boc[n - 1];
-        let attn_groups = config.attn_norm_num_groups.unwrap_or(spec.groups);
-        let mid_block = MidBlock::new(
-            spec,
-            last,
-            attn_groups,
-            config.add_attention,
-            config.mid_block_scale_factor,
-            vb.pp("mid_block"),
-        )?;
+        let mid_cfg = MidBlockConfig {
+            channels: boc[n - 1],
+            temb_channels: temb,
+            resnet_groups: groups,
+            resnet_eps: eps,
+            output_scale_factor: config.mid_block_scale_factor,
+            attention: config.add_attention.then_some(AttentionConfig {
+                groups: config.attn_norm_num_groups.unwrap_or(groups),
+                rescale_output_factor: config.mid_block_scale_factor,
+                ..block_attention
+            }),
+        };
+        let mid_block = MidBlock::new(&mid_cfg, vb.pp("mid_block"))?;
 
         let rev: Vec<usize> = boc.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(n);
-        let mut c_out = rev[0];
+        let mut out_channels = rev[0];
         for (i, kind) in config.up_block_types.iter().enumerate() {
-            let c_prev = c_out;
-            c_out = rev[i];
-            let c_in = rev[(i + 1).min(n - 1)];
-            up_blocks.push(UpBlock::new(
-                spec,
-                c_in,
-                c_prev,
-                c_out,
-                config.layers_per_block + 1,
-                kind == "AttnUpBlock2D",
-                i + 1 < n,
-                vb.pp("up_blocks").pp(i),
-            )?);
+            let prev_output_channel = out_channels;
+            out_channels = rev[i];
+            let cfg = UpBlockConfig {
+                in_channels: rev[(i + 1).min(n - 1)],
+                prev_output_channel,
+                out_channels,
+                temb_channels: temb,
+                num_layers: config.layers_per_block + 1,
+                resnet_groups: groups,
+                resnet_eps: eps,
+                attention: kind.has_attention().then_some(block_attention),
+                add_upsample: i + 1 < n,
+            };
+            up_blocks.push(UpBlock::new(&cfg, vb.pp("up_blocks").pp(i))?);
         }
 
         Ok(Self {
@@ -93,12 +103,7 @@ impl UNet2DModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: group_norm(
-                spec.groups,
-                boc[0],
-                config.norm_eps,
-                vb.pp("conv_norm_out"),
-            )?,
+            conv_norm_out: group_norm(groups, boc[0], config.norm_eps, vb.pp("conv_norm_out"))?,
             conv_out: Conv2d::new(boc[0], config.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }

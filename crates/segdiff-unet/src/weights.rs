@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::atomic::write_atomic;
 use crate::weight_check::build_checked;
 use crate::{UNet2DConfig, UNet2DModel, UnetError};
+use segdiff_io::write_atomic;
 
 /// File name of the weights in the safetensors format.
 pub const SAFETENSORS_NAME: &str = "diffusion_pytorch_model.safetensors";

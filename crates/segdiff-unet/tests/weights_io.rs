@@ -275,6 +275,46 @@ fn not_a_model_directory_and_missing_weights_are_clear() {
     );
 }
 
+/// The message and every source, joined as anyhow's `{:#}` prints them.
+fn chain(e: &UnetError) -> String {
+    let top: &dyn std::error::Error = e;
+    std::iter::successors(Some(top), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[test]
+fn a_wrapped_cause_is_named_once_after_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, r#"{"a":"#).unwrap();
+    let err = UNet2DConfig::from_file(&path).unwrap_err();
+    assert!(matches!(err, UnetError::ConfigParse { .. }), "{err:?}");
+    let text = chain(&err);
+    let head = format!("{}: not a valid config.json: ", path.display());
+    assert!(text.starts_with(&head), "{text}");
+    assert_eq!(text.matches("EOF while parsing").count(), 1, "{text}");
+
+    let absent = dir.path().join("absent.json");
+    let err = UNet2DConfig::from_file(&absent).unwrap_err();
+    assert!(matches!(err, UnetError::Io { .. }), "{err:?}");
+    let cause = std::fs::read(&absent).unwrap_err().to_string();
+    assert_eq!(chain(&err), format!("{}: {cause}", absent.display()));
+
+    let weights = dir.path().join("w.safetensors");
+    std::fs::write(&weights, b"not a safetensors file").unwrap();
+    let err = segdiff_unet::read_weight_file(&weights).unwrap_err();
+    assert!(matches!(err, UnetError::WeightsRead { .. }), "{err:?}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    let text = chain(&err);
+    assert!(
+        text.contains("w.safetensors: cannot read weights: "),
+        "{text}"
+    );
+    assert_eq!(text.matches(&cause).count(), 1, "{text}");
+}
+
 #[test]
 fn wrong_input_shapes_are_errors_not_panics() {
     let st = model_dir(

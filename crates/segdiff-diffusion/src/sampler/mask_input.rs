@@ -32,7 +32,7 @@ pub(crate) struct Conditions {
 /// The class count masks are validated against (`num_classes`, or 256 for an official `single`
 /// model whose count is unknown).
 pub(crate) fn class_limit(meta: &ConditioningMeta) -> Result<usize> {
-    match (meta.encoding()?, meta.num_classes) {
+    match (meta.encoding(), meta.num_classes) {
         (_, Some(n)) => Ok(n),
         (MaskEncoding::Single, None) => Ok(SINGLE_MAX_CLASSES),
         (MaskEncoding::OneHot, None) => Err(DiffusionError::InvalidParameter {
@@ -87,7 +87,7 @@ pub(crate) fn prepare_conditions(
         }
     }
     let ids = Tensor::from_vec(ids, (count, height, width), &Device::Cpu)?;
-    let encoded = encode_mask(&ids, limit, meta.encoding()?)?.to_device(device)?;
+    let encoded = encode_mask(&ids, limit, meta.encoding())?.to_device(device)?;
     Ok(Conditions {
         encoded,
         count,
@@ -103,7 +103,7 @@ mod tests {
     fn meta(encoding: &str, num_classes: Option<usize>) -> ConditioningMeta {
         ConditioningMeta {
             segmentation_guided: true,
-            mask_encoding: encoding.into(),
+            mask_encoding: MaskEncoding::parse(encoding).unwrap(),
             num_classes,
             class_names: Vec::new(),
             image_channels: 1,

@@ -14,6 +14,7 @@
 //! The sampling scheduler is built from the model's *training* noise schedule
 //! ([`sampling_scheduler_config`]); the loop is the official pipelines' concat-mask → ε → step.
 
+pub mod guided_loop;
 mod image_rng;
 mod mask_input;
 mod shard;
@@ -22,11 +23,11 @@ use candle_core::{DType, Device, Tensor};
 use segdiff_unet::UNet2DModel;
 
 use crate::config::{
-    DdimConfig, DdpmConfig, DpmSolverMultistepConfig, SchedulerConfig, SchedulerKind,
+    DdimConfig, DdpmConfig, DpmSolverMultistepConfig, SchedulerConfig, SchedulerKind, TrainSchedule,
 };
 use crate::error::{DiffusionError, Result};
 use crate::model_dir::{ConditioningMeta, SegdiffModel};
-use crate::sampling::{to_image01, EpsModel};
+use crate::sampler::guided_loop::{to_image01, EpsModel};
 use crate::scheduler::{Scheduler, StepNoise};
 
 pub use image_rng::{image_rng, initial_noise, NoiseStream};
@@ -55,54 +56,27 @@ pub fn sampling_scheduler_config(
     training: &SchedulerConfig,
     kind: SchedulerKind,
 ) -> SchedulerConfig {
-    let (num_train_timesteps, beta_start, beta_end, beta_schedule, prediction_type) = match training
-    {
-        SchedulerConfig::Ddpm(c) => (
-            c.num_train_timesteps,
-            c.beta_start,
-            c.beta_end,
-            c.beta_schedule,
-            c.prediction_type,
-        ),
-        SchedulerConfig::Ddim(c) => (
-            c.num_train_timesteps,
-            c.beta_start,
-            c.beta_end,
-            c.beta_schedule,
-            c.prediction_type,
-        ),
-        SchedulerConfig::DpmSolverMultistep(c) => (
-            c.num_train_timesteps,
-            c.beta_start,
-            c.beta_end,
-            c.beta_schedule,
-            c.prediction_type,
-        ),
+    let t = training.schedule();
+    let schedule = TrainSchedule {
+        num_train_timesteps: t.num_train_timesteps,
+        beta_start: t.beta_start,
+        beta_end: t.beta_end,
+        beta_schedule: t.beta_schedule,
+        prediction_type: t.prediction_type,
+        ..TrainSchedule::default()
     };
     match kind {
         SchedulerKind::Ddpm => SchedulerConfig::Ddpm(DdpmConfig {
-            num_train_timesteps,
-            beta_start,
-            beta_end,
-            beta_schedule,
-            prediction_type,
+            schedule,
             ..DdpmConfig::default()
         }),
         SchedulerKind::Ddim => SchedulerConfig::Ddim(DdimConfig {
-            num_train_timesteps,
-            beta_start,
-            beta_end,
-            beta_schedule,
-            prediction_type,
+            schedule,
             ..DdimConfig::default()
         }),
         SchedulerKind::DpmSolverMultistep => {
             SchedulerConfig::DpmSolverMultistep(DpmSolverMultistepConfig {
-                num_train_timesteps,
-                beta_start,
-                beta_end,
-                beta_schedule,
-                prediction_type,
+                schedule,
                 ..DpmSolverMultistepConfig::default()
             })
         }
@@ -274,7 +248,9 @@ impl EpsModel for UnetDenoiser<'_> {
     fn predict(&mut self, input: &Tensor, timestep: usize) -> candle_core::Result<Tensor> {
         let t = Tensor::new(timestep as i64, input.device())?;
         let out = self.unet.forward(&input.to_dtype(self.dtype)?, &t)?;
-        out.to_dtype(input.dtype())
+        // Sampling never back-propagates: with trainable weights (training previews) the graph
+        // would otherwise chain every step's activations to the next one and keep them alive.
+        Ok(out.to_dtype(input.dtype())?.detach())
     }
 }
 
@@ -319,52 +295,16 @@ pub fn sample_images(
     progress: &mut dyn FnMut(&SampleProgress),
 ) -> Result<SampleOutput> {
     check_counts(options)?;
-    let channels = meta.image_channels;
     let (condition, slots, height, width) = conditions(meta, input, options, device)?;
-    let spm = options.samples_per_mask;
-    let total = slots * spm;
-    let image_shape = (channels, height, width);
-
-    let mut scheduler = sampling_scheduler_config(training, options.scheduler).build()?;
-    let steps = options.steps.unwrap_or(default_steps(options.scheduler));
-    scheduler.set_timesteps(steps)?;
-    scheduler.set_eta(options.eta)?;
-    let timesteps = scheduler.timesteps().to_vec();
-    let stochastic = match options.scheduler {
-        SchedulerKind::Ddpm => true,
-        SchedulerKind::Ddim => options.eta > 0.0,
-        SchedulerKind::DpmSolverMultistep => false,
-    };
-    // w = 1 is plain conditioning: skip the second network call.
-    let guidance = options.guidance_scale.filter(|&w| w != 1.0);
-
-    if let Some(x) = &options.init_noise {
-        expect_dims(
-            "init_noise (total images, C, H, W)",
-            x,
-            &[total, channels, height, width],
-        )?;
-    }
-    let mix = match &options.interpolation {
-        Some(interp) => {
-            if !(0.0..=1.0).contains(&interp.lambda) {
-                return Err(DiffusionError::InvalidParameter {
-                    name: "interpolation lambda",
-                    value: interp.lambda.to_string(),
-                    reason: "must be in [0, 1]",
-                });
-            }
-            expect_dims(
-                "interpolation real_images (masks, C, H, W)",
-                &interp.real_images,
-                &[slots, channels, height, width],
-            )?;
-            let real = interp.real_images.to_dtype(DType::F32)?.to_device(device)?;
-            Some((interp.at.step_index(timesteps.len())?, interp.lambda, real))
-        }
-        None => None,
-    };
-
+    let mut run = SamplingRun::plan(
+        training,
+        options,
+        condition,
+        slots,
+        (meta.image_channels, height, width),
+        device,
+    )?;
+    let total = slots * options.samples_per_mask;
     let range = match options.shard {
         Some(s) => s.image_range(total, options.batch_size)?,
         None => 0..total,
@@ -374,59 +314,177 @@ pub fn sample_images(
     let mut images_done = 0;
     for batch in shard::batches(range.clone(), options.batch_size) {
         let n = batch.len();
+        let x = run.sample_batch(denoiser, batch, &mut |step, steps| {
+            progress(&SampleProgress {
+                images_done: images_done + if step == steps { n } else { 0 },
+                images_total,
+                step,
+                steps,
+            })
+        })?;
+        images_done += n;
+        outputs.push(to_image01(&x)?.to_device(&Device::Cpu)?);
+    }
+    let (channels, height, width) = run.image_shape;
+    let images01 = if outputs.is_empty() {
+        Tensor::zeros((0, channels, height, width), DType::F32, &Device::Cpu)?
+    } else {
+        Tensor::cat(&outputs, 0)?
+    };
+    let spm = options.samples_per_mask;
+    Ok(SampleOutput {
+        images01,
+        image_indices: range.clone().collect(),
+        mask_indices: range.map(|g| g / spm).collect(),
+        total_images: total,
+    })
+}
+
+/// One sampling run's fixed parts: its scheduler and timesteps, conditions, guidance and
+/// interpolation, applied batch after batch.
+struct SamplingRun<'o> {
+    options: &'o SampleOptions,
+    scheduler: Box<dyn Scheduler>,
+    steps: usize,
+    timesteps: Vec<usize>,
+    /// Whether scheduler steps draw noise (DDPM, DDIM with η > 0).
+    stochastic: bool,
+    /// Mask guidance scale (`None` for plain conditioning, w = 1 included).
+    guidance: Option<f64>,
+    /// Encoded conditions, one row per slot.
+    condition: Option<Tensor>,
+    /// Latent interpolation: (step index of t̃, λ, real images on the device).
+    mix: Option<(usize, f64, Tensor)>,
+    image_shape: (usize, usize, usize),
+    device: Device,
+}
+
+impl<'o> SamplingRun<'o> {
+    /// Builds the sampling scheduler from the model's training schedule and checks the
+    /// options' tensors against the run's size.
+    fn plan(
+        training: &SchedulerConfig,
+        options: &'o SampleOptions,
+        condition: Option<Tensor>,
+        slots: usize,
+        image_shape: (usize, usize, usize),
+        device: &Device,
+    ) -> Result<Self> {
+        let (channels, height, width) = image_shape;
+        let mut scheduler = sampling_scheduler_config(training, options.scheduler).build()?;
+        let steps = options.steps.unwrap_or(default_steps(options.scheduler));
+        scheduler.set_timesteps(steps)?;
+        scheduler.set_eta(options.eta)?;
+        let timesteps = scheduler.timesteps().to_vec();
+        let stochastic = match options.scheduler {
+            SchedulerKind::Ddpm => true,
+            SchedulerKind::Ddim => options.eta > 0.0,
+            SchedulerKind::DpmSolverMultistep => false,
+        };
+        if let Some(x) = &options.init_noise {
+            expect_dims(
+                "init_noise (total images, C, H, W)",
+                x,
+                &[slots * options.samples_per_mask, channels, height, width],
+            )?;
+        }
+        let mix = match &options.interpolation {
+            Some(interp) => {
+                if !(0.0..=1.0).contains(&interp.lambda) {
+                    return Err(DiffusionError::InvalidParameter {
+                        name: "interpolation lambda",
+                        value: interp.lambda.to_string(),
+                        reason: "must be in [0, 1]",
+                    });
+                }
+                expect_dims(
+                    "interpolation real_images (masks, C, H, W)",
+                    &interp.real_images,
+                    &[slots, channels, height, width],
+                )?;
+                let real = interp.real_images.to_dtype(DType::F32)?.to_device(device)?;
+                Some((interp.at.step_index(timesteps.len())?, interp.lambda, real))
+            }
+            None => None,
+        };
+        Ok(Self {
+            options,
+            scheduler,
+            steps,
+            timesteps,
+            stochastic,
+            // w = 1 is plain conditioning: skip the second network call.
+            guidance: options.guidance_scale.filter(|&w| w != 1.0),
+            condition,
+            mix,
+            image_shape,
+            device: device.clone(),
+        })
+    }
+
+    /// The RNGs of `stream` for the images of `batch`.
+    fn rngs(&self, batch: &std::ops::Range<usize>, stream: NoiseStream) -> Vec<rand::rngs::StdRng> {
+        batch
+            .clone()
+            .map(|g| image_rng(self.options.seed, g, stream))
+            .collect()
+    }
+
+    /// Denoises the images of `batch` (global indices) from x_T to x_0, reporting each step as
+    /// (step, steps).
+    fn sample_batch(
+        &mut self,
+        denoiser: &mut dyn EpsModel,
+        batch: std::ops::Range<usize>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
+        let (n, shape, device) = (batch.len(), self.image_shape, self.device.clone());
+        let spm = self.options.samples_per_mask;
         let rows: Vec<u32> = batch.clone().map(|g| (g / spm) as u32).collect();
-        let rows = Tensor::from_vec(rows, n, device)?;
-        let mut x = match &options.init_noise {
+        let rows = Tensor::from_vec(rows, n, &device)?;
+        let mut x = match &self.options.init_noise {
             Some(x_t) => x_t
                 .narrow(0, batch.start, n)?
                 .to_dtype(DType::F32)?
-                .to_device(device)?,
-            None => {
-                let mut rngs: Vec<_> = batch
-                    .clone()
-                    .map(|g| image_rng(options.seed, g, NoiseStream::Initial))
-                    .collect();
-                draw_batch(&mut rngs, image_shape, device)?
-            }
+                .to_device(&device)?,
+            None => draw_batch(&mut self.rngs(&batch, NoiseStream::Initial), shape, &device)?,
         };
-        let cond = match &condition {
+        let cond = match &self.condition {
             Some(c) => Some(c.index_select(&rows, 0)?),
             None => None,
         };
-        let empty = match (&cond, guidance) {
+        let empty = match (&cond, self.guidance) {
             (Some(c), Some(_)) => Some(c.zeros_like()?),
             _ => None,
         };
-        let mut step_rngs: Vec<_> = if stochastic {
-            batch
-                .clone()
-                .map(|g| image_rng(options.seed, g, NoiseStream::Step))
-                .collect()
+        let mut step_rngs = if self.stochastic {
+            self.rngs(&batch, NoiseStream::Step)
         } else {
             Vec::new()
         };
         // Resets multistep state (DPM-Solver++) for the new batch.
-        scheduler.set_timesteps(steps)?;
+        self.scheduler.set_timesteps(self.steps)?;
+        let timesteps = self.timesteps.clone();
         for (i, &t) in timesteps.iter().enumerate() {
-            if let Some((k, lambda, real)) = &mix {
+            if let Some((k, lambda, real)) = &self.mix {
                 if i == *k {
-                    let mut rngs: Vec<_> = batch
-                        .clone()
-                        .map(|g| image_rng(options.seed, g, NoiseStream::Interpolation))
-                        .collect();
-                    let noise = draw_batch(&mut rngs, image_shape, device)?;
+                    let noise = draw_batch(
+                        &mut self.rngs(&batch, NoiseStream::Interpolation),
+                        shape,
+                        &device,
+                    )?;
                     let real = real.index_select(&rows, 0)?;
-                    let real_t = scheduler.add_noise(&real, &noise, &vec![t; n])?;
+                    let real_t = self.scheduler.add_noise(&real, &noise, &vec![t; n])?;
                     x = (x.affine(1.0 - lambda, 0.0)? + real_t.affine(*lambda, 0.0)?)?;
                 }
             }
-            let mut eps = predict(denoiser, scheduler.as_ref(), &x, cond.as_ref(), t)?;
-            if let (Some(w), Some(empty)) = (guidance, &empty) {
-                let eps_empty = predict(denoiser, scheduler.as_ref(), &x, Some(empty), t)?;
+            let mut eps = predict(denoiser, self.scheduler.as_ref(), &x, cond.as_ref(), t)?;
+            if let (Some(w), Some(empty)) = (self.guidance, &empty) {
+                let eps_empty = predict(denoiser, self.scheduler.as_ref(), &x, Some(empty), t)?;
                 eps = (&eps_empty + (eps - &eps_empty)?.affine(w, 0.0)?)?;
             }
-            let noise = if stochastic {
-                Some(draw_batch(&mut step_rngs, image_shape, device)?)
+            let noise = if self.stochastic {
+                Some(draw_batch(&mut step_rngs, shape, &device)?)
             } else {
                 None
             };
@@ -434,29 +492,11 @@ pub fn sample_images(
                 Some(z) => StepNoise::Tensor(z),
                 None => StepNoise::None,
             };
-            x = scheduler.step(&eps, t, &x, step_noise)?.prev_sample;
-            let last = i + 1 == timesteps.len();
-            progress(&SampleProgress {
-                images_done: images_done + if last { n } else { 0 },
-                images_total,
-                step: i + 1,
-                steps: timesteps.len(),
-            });
+            x = self.scheduler.step(&eps, t, &x, step_noise)?.prev_sample;
+            progress(i + 1, timesteps.len());
         }
-        images_done += n;
-        outputs.push(to_image01(&x)?.to_device(&Device::Cpu)?);
+        Ok(x)
     }
-    let images01 = if outputs.is_empty() {
-        Tensor::zeros((0, channels, height, width), DType::F32, &Device::Cpu)?
-    } else {
-        Tensor::cat(&outputs, 0)?
-    };
-    Ok(SampleOutput {
-        images01,
-        image_indices: range.clone().collect(),
-        mask_indices: range.map(|g| g / spm).collect(),
-        total_images: total,
-    })
 }
 
 /// The model output for `x` with mask channels `cond`, checked to have the image's shape.

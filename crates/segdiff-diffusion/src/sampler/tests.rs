@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::{BetaSchedule, PredictionType};
 use crate::mask_conditioning::{encode_mask, MaskEncoding};
-use crate::sampling::{guided_sample, SamplingOptions};
+use crate::sampler::guided_loop::{guided_sample, SamplingOptions};
 
 const H: usize = 4;
 const W: usize = 4;
@@ -11,7 +11,7 @@ const W: usize = 4;
 fn meta(encoding: &str, num_classes: Option<usize>) -> ConditioningMeta {
     ConditioningMeta {
         segmentation_guided: true,
-        mask_encoding: encoding.into(),
+        mask_encoding: MaskEncoding::parse(encoding).unwrap(),
         num_classes,
         class_names: Vec::new(),
         image_channels: 1,
@@ -94,43 +94,52 @@ fn default_steps_per_scheduler() {
 #[test]
 fn sampling_scheduler_takes_only_the_noise_schedule_from_training() {
     let training = SchedulerConfig::Ddpm(DdpmConfig {
-        num_train_timesteps: 500,
-        beta_start: 2e-4,
-        beta_end: 0.03,
-        beta_schedule: BetaSchedule::ScaledLinear,
-        prediction_type: PredictionType::VPrediction,
-        clip_sample: false,
-        clip_sample_range: 2.0,
+        schedule: crate::config::TrainSchedule {
+            num_train_timesteps: 500,
+            beta_start: 2e-4,
+            beta_end: 0.03,
+            beta_schedule: BetaSchedule::ScaledLinear,
+            prediction_type: PredictionType::VPrediction,
+            ..Default::default()
+        },
+        clipping: crate::config::SampleClipping {
+            clip_sample: false,
+            clip_sample_range: 2.0,
+        },
         ..DdpmConfig::default()
     });
     let SchedulerConfig::Ddim(d) = sampling_scheduler_config(&training, SchedulerKind::Ddim) else {
         panic!("expected a DDIM config");
     };
     assert_eq!(
-        (d.num_train_timesteps, d.beta_start, d.beta_end),
+        (
+            d.schedule.num_train_timesteps,
+            d.schedule.beta_start,
+            d.schedule.beta_end
+        ),
         (500, 2e-4, 0.03)
     );
-    assert_eq!(d.beta_schedule, BetaSchedule::ScaledLinear);
-    assert_eq!(d.prediction_type, PredictionType::VPrediction);
+    assert_eq!(d.schedule.beta_schedule, BetaSchedule::ScaledLinear);
+    assert_eq!(d.schedule.prediction_type, PredictionType::VPrediction);
     // diffusers' DDIMScheduler defaults, not the training config's clipping
-    assert!(d.clip_sample && d.set_alpha_to_one);
-    assert_eq!(d.clip_sample_range, 1.0);
+    assert!(d.clipping.clip_sample && d.set_alpha_to_one);
+    assert_eq!(d.clipping.clip_sample_range, 1.0);
     let SchedulerConfig::DpmSolverMultistep(p) =
         sampling_scheduler_config(&training, SchedulerKind::DpmSolverMultistep)
     else {
         panic!("expected a DPM-Solver config");
     };
-    assert_eq!(p.num_train_timesteps, 500);
-    assert_eq!(p.prediction_type, PredictionType::VPrediction);
+    assert_eq!(p.schedule.num_train_timesteps, 500);
+    assert_eq!(p.schedule.prediction_type, PredictionType::VPrediction);
     assert_eq!(p.solver_order, 2);
     let SchedulerConfig::Ddpm(q) = sampling_scheduler_config(&training, SchedulerKind::Ddpm) else {
         panic!("expected a DDPM config");
     };
     assert!(
-        q.clip_sample,
+        q.clipping.clip_sample,
         "DDPM sampling uses DDPMScheduler's default clip_sample"
     );
-    assert_eq!(q.beta_end, 0.03);
+    assert_eq!(q.schedule.beta_end, 0.03);
 }
 
 #[test]

@@ -467,7 +467,7 @@ mod tests {
     fn meta(guided: bool) -> ConditioningMeta {
         ConditioningMeta {
             segmentation_guided: guided,
-            mask_encoding: "single".into(),
+            mask_encoding: segdiff_diffusion::MaskEncoding::Single,
             num_classes: Some(4),
             class_names: Vec::new(),
             image_channels: 1,

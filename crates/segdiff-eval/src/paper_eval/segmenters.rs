@@ -1,15 +1,17 @@
 //! The two segmenters of the evaluation: the one trained on (or loaded for) real images and the
-//! one trained on generated images, with the same recipe.
+//! one trained on generated images, with the same recipe; Table 1 compares them.
 
 use std::path::Path;
 
+use crate::dice::{dice, DiceConfig};
 use crate::error::{EvalError, Result};
+use crate::label_maps::LabelMaps;
 use crate::monai_unet::MonaiUNet;
 use crate::paper_eval::config::PaperEvalConfig;
-use crate::paper_eval::report::SegmenterSummary;
-use crate::paper_eval::setup::Setup;
-use crate::paper_eval::REAL_SEGMENTER_DIR;
-use crate::segmenter::{load_segmenter, SegmenterSpec};
+use crate::paper_eval::report::{ClassTable, SegmenterSummary, SyntheticTraining};
+use crate::paper_eval::setup::{tensor, ScoringData, Setup};
+use crate::paper_eval::{REAL_SEGMENTER_DIR, SYNTHETIC_SEGMENTER_DIR};
+use crate::segmenter::{load_segmenter, predict, SegmenterSpec};
 use crate::segmenter_training::{train_segmenter, SegData, SegmenterRecipe, TrainEvent};
 use crate::split_data::SplitData;
 
@@ -179,4 +181,68 @@ pub(super) fn real_segmenter(
         summary: summary_of(dir, &spec, false),
         loaded_spec: Some(spec),
     })
+}
+
+/// Table 1: trains a segmenter on the generated training images, labelled by their input masks
+/// (or, for unconditional models, by the real-trained segmenter), and scores it and the
+/// real-trained one (`seg_real`: its segmentations of the real test images) on the real test
+/// split.
+pub(super) fn synthetic_segmenter(
+    cfg: &PaperEvalConfig,
+    s: &Setup,
+    real: &MonaiUNet,
+    data: &ScoringData<'_>,
+    seg_real: &LabelMaps,
+    advance: &mut dyn FnMut(usize, usize, String),
+) -> Result<(SegmenterSummary, SyntheticTraining)> {
+    let ibs = cfg.inference_batch_size;
+    let n_train = s.train.len();
+    let (labels, source) = if s.guided() {
+        let m = s
+            .train
+            .masks()
+            .cloned()
+            .ok_or_else(|| EvalError::Incompatible {
+                what: cfg.dataset.display().to_string(),
+                reason: "the training split has no masks".into(),
+            })?;
+        (m, "their input masks")
+    } else {
+        let t = tensor(&data.gen_train, n_train, s, &cfg.device)?;
+        (
+            predict(real, &t, ibs)?,
+            "the real-trained segmenter's predictions (pseudo-labels: the model is \
+             unconditional)",
+        )
+    };
+    let train = SegData::from_vec(
+        data.gen_train.clone(),
+        n_train,
+        s.channels,
+        s.height,
+        s.width,
+        labels,
+    )?;
+    let syn = train_into(
+        cfg,
+        s,
+        &train,
+        &cfg.out.join(SYNTHETIC_SEGMENTER_DIR),
+        advance,
+    )?;
+    let dice_cfg = DiceConfig::new(s.num_classes);
+    let syn_pred = predict(&syn.model, &data.real_test_t, ibs)?;
+    let table = SyntheticTraining {
+        real_trained: ClassTable::from_scores(
+            &dice(seg_real, data.test_masks, &dice_cfg)?,
+            &s.class_names,
+        ),
+        synthetic_trained: ClassTable::from_scores(
+            &dice(&syn_pred, data.test_masks, &dice_cfg)?,
+            &s.class_names,
+        ),
+        synthetic_labels: source.into(),
+        synthetic_images: n_train,
+    };
+    Ok((syn.summary, table))
 }

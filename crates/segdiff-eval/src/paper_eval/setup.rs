@@ -1,4 +1,5 @@
-//! Loading the model and the dataset subsets, and checking that they fit together.
+//! Loading the model and the dataset subsets, checking that they fit together, and reading back
+//! the images the scoring stages use.
 
 use std::path::Path;
 
@@ -7,8 +8,10 @@ use segdiff_data::{Dataset, DatasetOptions, Split};
 use segdiff_diffusion::{load_model_dir, SegdiffModel};
 
 use crate::error::{EvalError, Result};
+use crate::label_maps::LabelMaps;
 use crate::paper_eval::config::PaperEvalConfig;
-use crate::paper_eval::generation::{model_fingerprint, GenerationJob};
+use crate::paper_eval::generation::{model_fingerprint, read_generated, GenerationJob};
+use crate::paper_eval::report::{DataSummary, ModelSummary};
 use crate::paper_eval::{GENERATED_TEST_DIR, GENERATED_TRAIN_DIR};
 use crate::split_data::{evenly_spaced, SplitData};
 
@@ -40,6 +43,33 @@ impl Setup {
 
     pub(super) fn train_names(&self) -> Vec<String> {
         generated_names(self.train.names(), self.guided())
+    }
+
+    /// The report's description of the model.
+    pub(super) fn model_summary(&self, cfg: &PaperEvalConfig) -> ModelSummary {
+        ModelSummary {
+            path: cfg.model.display().to_string(),
+            segmentation_guided: self.guided(),
+            mask_encoding: self.model.meta.mask_encoding.as_str().to_string(),
+            num_classes: self.num_classes,
+            class_names: self.class_names.clone(),
+            image_channels: self.channels,
+            image_size: [self.height, self.width],
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+
+    /// The report's description of the data used.
+    pub(super) fn data_summary(&self, cfg: &PaperEvalConfig) -> DataSummary {
+        DataSummary {
+            path: cfg.dataset.display().to_string(),
+            train_used: self.train.len(),
+            train_total: self.train_total,
+            val_used: self.val.as_ref().map_or(0, SplitData::len),
+            val_total: self.val_total,
+            test_used: self.test.len(),
+            test_total: self.test_total,
+        }
     }
 }
 
@@ -231,4 +261,38 @@ pub(super) fn tensor(values: &[f32], n: usize, s: &Setup, device: &Device) -> Re
         (n, s.channels, s.height, s.width),
         device,
     )?)
+}
+
+/// What the scoring stages read: both generated sets as saved (PNGs read back to `[-1, 1]`),
+/// the generated and real test images as tensors, and the test masks.
+pub(super) struct ScoringData<'a> {
+    pub(super) gen_test: Vec<f32>,
+    pub(super) gen_train: Vec<f32>,
+    pub(super) gen_test_t: Tensor,
+    pub(super) real_test_t: Tensor,
+    /// File names of the generated test images.
+    pub(super) test_names: Vec<String>,
+    pub(super) test_masks: &'a LabelMaps,
+}
+
+impl<'a> ScoringData<'a> {
+    pub(super) fn read(
+        cfg: &PaperEvalConfig,
+        s: &Setup,
+        test_masks: &'a LabelMaps,
+    ) -> Result<Self> {
+        let [test_job, train_job] = jobs(cfg, s);
+        let gen_test = read_generated(&test_job)?;
+        let gen_train = read_generated(&train_job)?;
+        let gen_test_t = tensor(&gen_test, s.test.len(), s, &cfg.device)?;
+        let real_test_t = s.test.images_tensor(&cfg.device)?;
+        Ok(Self {
+            gen_test,
+            gen_train,
+            gen_test_t,
+            real_test_t,
+            test_names: s.test_names(),
+            test_masks,
+        })
+    }
 }

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use image::{Rgb, RgbImage};
+use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
+
+use crate::image_file::{write_png, ImageFileError, ImageFileResult};
 
 /// The official code's colours for its datasets (`eval.py`), else a general palette.
 pub fn class_colors(num_classes: usize, configured: Option<&[[u8; 3]]>) -> Vec<[u8; 3]> {
@@ -94,37 +95,78 @@ pub fn grid(tiles: &[RgbImage], cols: usize) -> RgbImage {
     out
 }
 
-/// Writes `img` as PNG via a temporary file and rename.
-pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    segdiff_unet::write_atomic(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(std::io::Error::other)
-    })
-    .with_context(|| format!("writing {}", path.display()))
+/// `round(clamp(x, 0, 1) · 255)`: how a [0, 1] value becomes an 8-bit pixel (as the official
+/// sampler saves its images).
+pub fn to_u8(x01: f32) -> u8 {
+    (x01.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
-/// Writes a one-channel 8-bit PNG (e.g. a generated greyscale image) atomically.
-pub fn save_grey_png(path: &Path, grey01: &[f32], h: usize, w: usize) -> Result<()> {
-    let img = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
-        image::Luma([(grey01[y as usize * w + x as usize].clamp(0.0, 1.0) * 255.0).round() as u8])
-    });
-    segdiff_unet::write_atomic(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(std::io::Error::other)
-    })
-    .with_context(|| format!("writing {}", path.display()))
+/// A `C×H×W` image in [0, 1] with 1 (grey) or 3 (RGB) channels as an 8-bit image; `None` for
+/// another channel count or a buffer of the wrong length.
+pub fn image_from_chw01(
+    chw01: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+) -> Option<DynamicImage> {
+    let hw = h * w;
+    if chw01.len() != channels * hw {
+        return None;
+    }
+    match channels {
+        1 => Some(DynamicImage::ImageLuma8(GrayImage::from_fn(
+            w as u32,
+            h as u32,
+            |x, y| Luma([to_u8(chw01[y as usize * w + x as usize])]),
+        ))),
+        3 => Some(DynamicImage::ImageRgb8(RgbImage::from_fn(
+            w as u32,
+            h as u32,
+            |x, y| {
+                let i = y as usize * w + x as usize;
+                Rgb(std::array::from_fn(|c| to_u8(chw01[c * hw + i])))
+            },
+        ))),
+        _ => None,
+    }
+}
+
+/// Writes a picture as PNG (atomically), creating its folder first.
+pub fn save_png(path: &Path, img: &RgbImage) -> ImageFileResult<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ImageFileError::Io {
+            path: dir.to_path_buf(),
+            action: "creating the folder",
+            source,
+        })?;
+    }
+    write_png(path, &DynamicImage::ImageRgb8(img.clone()))
+}
+
+/// Writes a one-channel image in [0, 1] as an 8-bit grey PNG, atomically.
+pub fn save_grey_png(path: &Path, grey01: &[f32], h: usize, w: usize) -> ImageFileResult<()> {
+    save_chw01_png(path, grey01, 1, h, w)
 }
 
 /// Writes a 3-channel image in [0, 1] (CHW order) as an RGB PNG, atomically.
-pub fn save_rgb_png(path: &Path, chw01: &[f32], h: usize, w: usize) -> Result<()> {
-    let img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        let i = y as usize * w + x as usize;
-        Rgb(std::array::from_fn(|c| {
-            (chw01[c * h * w + i].clamp(0.0, 1.0) * 255.0).round() as u8
-        }))
-    });
-    save_png(path, &img)
+pub fn save_rgb_png(path: &Path, chw01: &[f32], h: usize, w: usize) -> ImageFileResult<()> {
+    save_chw01_png(path, chw01, 3, h, w)
+}
+
+/// Writes a `C×H×W` image in [0, 1] (C = 1 or 3) as an 8-bit PNG, atomically.
+pub fn save_chw01_png(
+    path: &Path,
+    chw01: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+) -> ImageFileResult<()> {
+    let img = image_from_chw01(chw01, channels, h, w).ok_or(ImageFileError::Shape {
+        path: path.to_path_buf(),
+        values: chw01.len(),
+        channels,
+        height: h,
+        width: w,
+    })?;
+    write_png(path, &img)
 }

@@ -1,0 +1,297 @@
+//! Segmentation-guided diffusion as a [`Method`] (Konz et al. 2024, §2): ε-prediction MSE on
+//! noised images with the (optionally ablated) mask concatenated as extra channels.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use segdiff_unet::{expected_parameters, UNet2DConfig, UNet2DModel};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::read_checkpoint;
+use super::optimisation::Optimisation;
+use super::options::RunOptions;
+use super::step_loop::{Loss, Method, TrainCore, TrainData, TrainEvent};
+use crate::config::SchedulerConfig;
+use crate::mask_conditioning::{encode_mask, AblationMode, MaskAblation};
+use crate::model_dir::{save_model_dir, ConditioningMeta};
+use crate::random::{randn, sample_timesteps};
+use crate::{DiffusionError, Result};
+
+/// Options of a diffusion run: the shared [`RunOptions`] and the mask ablation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainOptions {
+    #[serde(flatten)]
+    pub run: RunOptions,
+    /// Mask ablation: probability of removing each class; `None` = off.
+    pub ablation_p: Option<f64>,
+    /// `true`: one ablation draw per batch (the official code); `false`: per sample (paper).
+    pub ablation_per_batch: bool,
+}
+
+/// A diffusion batch: images (N, C, H, W) f32 in [-1, 1] and class-id masks (N, H, W) u32.
+pub type ImageMaskBatch = (Tensor, Tensor);
+
+/// The trainer: the denoiser, its schedule and conditioning, and the shared trainable state.
+pub struct Trainer {
+    pub unet_config: UNet2DConfig,
+    pub meta: ConditioningMeta,
+    pub scheduler: SchedulerConfig,
+    core: TrainCore,
+    model: UNet2DModel,
+    ablation: Option<MaskAblation>,
+    ablation_p: Option<f64>,
+    ablation_per_batch: bool,
+    device: Device,
+}
+
+/// Parameters initialised as PyTorch initialises diffusers' `UNet2DModel` (uniform ±1/√fan_in for
+/// convolution and linear weights and biases, GroupNorm weight 1 and bias 0), drawn from `seed`
+/// in name order.
+pub fn seeded_unet_init(
+    config: &UNet2DConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let params = expected_parameters(config)?;
+    let shapes: HashMap<&str, &Vec<usize>> = params.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let mut names: Vec<&String> = params.iter().map(|(n, _)| n).collect();
+    names.sort();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = HashMap::with_capacity(names.len());
+    for name in names {
+        let shape = shapes[name.as_str()];
+        let n: usize = shape.iter().product();
+        let is_norm = name.contains("norm");
+        let values: Vec<f32> = if is_norm {
+            vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
+        } else {
+            // A bias takes the fan-in of its layer's weight.
+            let weight_name = name.strip_suffix(".bias").map(|p| format!("{p}.weight"));
+            let wshape = weight_name
+                .as_deref()
+                .and_then(|w| shapes.get(w).copied())
+                .unwrap_or(shape);
+            let fan_in: usize = wshape.iter().skip(1).product::<usize>().max(1);
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        out.insert(
+            name.clone(),
+            Tensor::from_vec(values, shape.clone(), device)?,
+        );
+    }
+    Ok(out)
+}
+
+impl Trainer {
+    /// A fresh model initialised from `options.run.seed`.
+    pub fn new(
+        unet_config: UNet2DConfig,
+        meta: ConditioningMeta,
+        scheduler: SchedulerConfig,
+        options: TrainOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let init = seeded_unet_init(&unet_config, options.run.seed, device)?;
+        Self::from_weights(unet_config, meta, scheduler, options, init, device)
+    }
+
+    /// A model starting from given weights (fine-tuning, or a checkpoint).
+    pub fn from_weights(
+        unet_config: UNet2DConfig,
+        meta: ConditioningMeta,
+        scheduler: SchedulerConfig,
+        options: TrainOptions,
+        weights: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        options.run.validate()?;
+        meta.check_against(&unet_config, Path::new(crate::model_dir::META_NAME))?;
+        if meta.segmentation_guided && meta.num_classes.is_none() {
+            return Err(DiffusionError::InvalidParameter {
+                name: "num_classes",
+                value: "unknown".into(),
+                reason: "a segmentation-guided model needs its class count",
+            });
+        }
+        let varmap = Optimisation::varmap_from(weights, device)?;
+        let model = UNet2DModel::new(
+            &unet_config,
+            VarBuilder::from_varmap(&varmap, DType::F32, device),
+        )?;
+        let optimisation = Optimisation::new(varmap, &options.run)?;
+        let expected = expected_parameters(&unet_config)?.len();
+        if optimisation.num_tensors() != expected {
+            return Err(DiffusionError::InvalidParameter {
+                name: "weights",
+                value: format!(
+                    "{} tensors where the UNet config has {expected}",
+                    optimisation.num_tensors()
+                ),
+                reason: "the weights do not fit the UNet config",
+            });
+        }
+        let ablation = match (meta.segmentation_guided, options.ablation_p) {
+            (true, Some(p)) => Some(MaskAblation::new(
+                meta.num_classes.unwrap_or(1),
+                p,
+                if options.ablation_per_batch {
+                    AblationMode::PerBatch
+                } else {
+                    AblationMode::PerSample
+                },
+            )?),
+            _ => None,
+        };
+        Ok(Self {
+            unet_config,
+            meta,
+            scheduler,
+            core: TrainCore {
+                run: options.run,
+                optimisation,
+                step: 0,
+            },
+            model,
+            ablation,
+            ablation_p: options.ablation_p,
+            ablation_per_batch: options.ablation_per_batch,
+            device: device.clone(),
+        })
+    }
+
+    /// Restores a trainer from a checkpoint folder written during [`Trainer::train`].
+    pub fn resume(
+        checkpoint: &Path,
+        unet_config: UNet2DConfig,
+        meta: ConditioningMeta,
+        scheduler: SchedulerConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let (state, tensors) = read_checkpoint::<TrainOptions>(checkpoint, device)?;
+        let live = Optimisation::live_from_state(&tensors);
+        let mut t = Self::from_weights(unet_config, meta, scheduler, state.options, live, device)?;
+        t.core.optimisation.load_state_tensors(&tensors)?;
+        t.core.step = state.step;
+        Ok(t)
+    }
+
+    /// Optimiser steps done so far.
+    pub fn step(&self) -> usize {
+        self.core.step
+    }
+
+    /// The run's options.
+    pub fn train_options(&self) -> TrainOptions {
+        self.options()
+    }
+
+    /// The device the model trains on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The live model (its weights are the trainable variables).
+    pub fn model(&self) -> &UNet2DModel {
+        &self.model
+    }
+
+    /// Current weights (the EMA weights when EMA is on, as diffusers exports them).
+    pub fn export_weights(&self) -> HashMap<String, Tensor> {
+        self.core.optimisation.export_weights()
+    }
+
+    /// Replaces the run length (e.g. to extend a finished run when resuming).
+    pub fn set_total_steps(&mut self, total: usize) {
+        self.core.run.total_steps = total;
+    }
+
+    /// Writes the exportable model (diffusers layout + `segdiff.json`) to `dir`.
+    pub fn save_model(&self, dir: &Path) -> Result<()> {
+        save_model_dir(
+            dir,
+            &self.unet_config,
+            &self.export_weights(),
+            &self.scheduler,
+            &self.meta,
+        )
+    }
+
+    /// Runs optimiser steps (see [`super::train`]).
+    pub fn train(
+        &mut self,
+        data: &dyn TrainData<Batch = ImageMaskBatch>,
+        out: &Path,
+        stop_at: Option<usize>,
+        on_event: &mut dyn FnMut(TrainEvent<'_, Self>),
+    ) -> Result<()> {
+        super::step_loop::train(self, data, out, stop_at, on_event)
+    }
+
+    /// Writes a checkpoint of the current step (see [`super::save_checkpoint`]).
+    pub fn save_checkpoint(&self, out: &Path, dataset_len: usize) -> Result<PathBuf> {
+        super::step_loop::save_checkpoint(self, out, dataset_len)
+    }
+}
+
+impl Method for Trainer {
+    type Batch = ImageMaskBatch;
+    type Options = TrainOptions;
+
+    fn core(&self) -> &TrainCore {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut TrainCore {
+        &mut self.core
+    }
+
+    fn options(&self) -> TrainOptions {
+        TrainOptions {
+            run: self.core.run.clone(),
+            ablation_p: self.ablation_p,
+            ablation_per_batch: self.ablation_per_batch,
+        }
+    }
+
+    /// The ε-prediction (or v / sample) MSE of one micro-batch.
+    fn loss(&self, (images, masks): &ImageMaskBatch, rng: &mut StdRng) -> Result<Loss> {
+        let images = images.to_device(&self.device)?;
+        let (n, c, h, w) = images.dims4()?;
+        if c != self.meta.image_channels {
+            return Err(DiffusionError::InvalidParameter {
+                name: "images",
+                value: format!("{c} channels"),
+                reason: "the model's image channel count differs",
+            });
+        }
+        let sched = self.scheduler.build()?;
+        let noise = randn(rng, (n, c, h, w), DType::F32, &self.device)?;
+        let timesteps = sample_timesteps(rng, n, sched.num_train_timesteps())?;
+        let noisy = sched.add_noise(&images, &noise, &timesteps)?;
+        let target = sched.training_target(&images, &noise, &timesteps)?;
+        let input = if self.meta.segmentation_guided {
+            let num_classes = self.meta.num_classes.unwrap_or(1);
+            let masks = match &self.ablation {
+                Some(a) => a.apply(masks, rng)?.0,
+                None => masks.clone(),
+            };
+            let enc =
+                encode_mask(&masks, num_classes, self.meta.encoding())?.to_device(&self.device)?;
+            Tensor::cat(&[&noisy, &enc], 1)?
+        } else {
+            noisy
+        };
+        let t = crate::noise_schedule::timesteps_tensor(&timesteps, &self.device)?;
+        let pred = self.model.forward(&input, &t)?;
+        Ok(Loss::total((pred - target)?.sqr()?.mean_all()?))
+    }
+
+    fn write_model(&self, dir: &Path) -> Result<()> {
+        self.save_model(dir)
+    }
+}
