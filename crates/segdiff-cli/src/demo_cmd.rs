@@ -12,7 +12,7 @@ use segdiff_data::{Dataset, DatasetOptions, Split};
 use segdiff_diffusion::sampler::{
     sample, LatentInterpolation, MixPoint, SampleInput, SampleOptions,
 };
-use segdiff_diffusion::{load_model_dir, SchedulerKind, SegdiffModel};
+use segdiff_diffusion::{load_model_dir, SamplerKind, SegdiffModel};
 use segdiff_eval::{dice, load_segmenter, predict, DiceConfig, LabelMaps, MonaiUNet};
 
 use crate::runtime::Runtime;
@@ -36,9 +36,10 @@ pub struct DemoArgs {
     /// Held-out masks to generate from.
     #[arg(long, default_value_t = 6)]
     pub count: usize,
-    /// Sampler (dpm++ reaches DDIM-50 quality in about 20 steps).
-    #[arg(long, default_value = "dpm++", value_parser = crate::flag_values::flag::<SchedulerKind>())]
-    pub scheduler: SchedulerKind,
+    /// Sampler (dpm++ reaches DDIM-50 quality in about 20 steps; dpm++sde, its stochastic form,
+    /// follows the masks more closely at the same cost).
+    #[arg(long, default_value = "dpm++", value_parser = crate::flag_values::flag::<SamplerKind>())]
+    pub scheduler: SamplerKind,
     /// Inference steps.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::{imageops, Rgb, RgbImage};
 use indicatif::ProgressBar;
-use segdiff_diffusion::SchedulerKind;
+use segdiff_diffusion::SamplerKind;
 use segdiff_eval::paper_eval::{
     generate_shard, run_paper_eval, EvalProgress, PaperEvalConfig, PaperEvalReport, SheetData,
     REPORT_MD,
@@ -72,9 +72,10 @@ pub struct EvalArgs {
     /// augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Sampler: `ddim` (the paper), `ddpm`, or `dpm++`.
-    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SchedulerKind>())]
-    pub scheduler: SchedulerKind,
+    /// Sampler: `ddim` (the paper), `ddpm`, `dpm++` (DPM-Solver++ 2M) or `dpm++sde` (its
+    /// stochastic form).
+    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
+    pub scheduler: SamplerKind,
     /// Sampling steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++; 10 with --quick).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -187,10 +188,10 @@ fn config(args: &EvalArgs, rt: &Runtime) -> Result<PaperEvalConfig> {
     // --quick's step count is a DDIM-sized one; other samplers keep their defaults unless given.
     cfg.sampling.steps = match (args.steps, cfg.sampling.scheduler) {
         (Some(s), _) => Some(s),
-        (None, SchedulerKind::Ddim) => cfg.sampling.steps,
+        (None, SamplerKind::Ddim) => cfg.sampling.steps,
         (None, _) => None,
     };
-    if args.eta != 0.0 && cfg.sampling.scheduler != SchedulerKind::Ddim {
+    if args.eta != 0.0 && cfg.sampling.scheduler != SamplerKind::Ddim {
         bail!(
             "--eta is a DDIM setting; drop it for --scheduler {}",
             crate::flag_values::flag_name(&args.scheduler)

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use segdiff_data::{Fit, SliceAxis};
-use segdiff_diffusion::{MaskEncoding, PredictionType, SchedulerKind};
+use segdiff_diffusion::{MaskEncoding, PredictionType, SamplerKind};
 
 /// A library enum as a flag value.
 pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
@@ -66,17 +66,21 @@ impl<T: FlagValue> TypedValueParser for FlagParser<T> {
     }
 }
 
-impl FlagValue for SchedulerKind {
+impl FlagValue for SamplerKind {
     const NAMES: &'static [&'static [&'static str]] = &[
         &["ddim"],
         &["ddpm"],
         &["dpm++", "dpmpp", "dpm-solver++", "dpmsolver++"],
+        &["dpm++sde", "dpmpp-sde", "sde-dpm++", "sde-dpmsolver++"],
     ];
     fn from_flag(name: &str) -> Option<Self> {
         match name {
             "ddim" => Some(Self::Ddim),
             "ddpm" => Some(Self::Ddpm),
-            "dpm++" | "dpmpp" | "dpm-solver++" | "dpmsolver++" => Some(Self::DpmSolverMultistep),
+            "dpm++" | "dpmpp" | "dpm-solver++" | "dpmsolver++" => Some(Self::DpmSolverPlusPlus),
+            "dpm++sde" | "dpmpp-sde" | "sde-dpm++" | "sde-dpmsolver++" => {
+                Some(Self::SdeDpmSolverPlusPlus)
+            }
             _ => None,
         }
     }
@@ -179,7 +183,7 @@ mod tests {
 
     #[test]
     fn every_listed_spelling_parses_to_its_value() {
-        every_name_parses::<SchedulerKind>();
+        every_name_parses::<SamplerKind>();
         every_name_parses::<MaskEncoding>();
         every_name_parses::<PredictionType>();
         every_name_parses::<Fit>();

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use segdiff_diffusion::sampler::{
     sample, LatentInterpolation, MixPoint, SampleInput, SampleOptions, Shard,
 };
-use segdiff_diffusion::{load_model_dir, SchedulerKind};
+use segdiff_diffusion::{load_model_dir, SamplerKind};
 
 use crate::png_io::{png_files, read_image, read_mask};
 use crate::runtime::Runtime;
@@ -34,9 +34,10 @@ pub struct SampleArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
-    /// Sampler: `ddim` (paper), `ddpm`, or `dpm++` (DPM-Solver++ 2M: similar quality in 15–25 steps).
-    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SchedulerKind>())]
-    pub scheduler: SchedulerKind,
+    /// Sampler: `ddim` (paper), `ddpm`, `dpm++` (DPM-Solver++ 2M: similar quality in 15–25 steps),
+    /// or `dpm++sde` (SDE-DPM-Solver++ 2M: stochastic, closer to the masks at the same steps).
+    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
+    pub scheduler: SamplerKind,
     /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++).
     #[arg(long)]
     pub steps: Option<usize>,

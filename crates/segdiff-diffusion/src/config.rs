@@ -119,10 +119,12 @@ string_enum!(
 );
 
 string_enum!(
-    /// DPM-Solver `algorithm_type`: only DPM-Solver++ is implemented.
+    /// DPM-Solver `algorithm_type`: the data-prediction variants are implemented.
     AlgorithmType {
         /// Data-prediction DPM-Solver++ (diffusers default; it maps the legacy "deis" here).
         DpmSolverPlusPlus = "dpmsolver++" | "deis",
+        /// Its stochastic (SDE) form: each step adds fresh noise (Lu et al. 2022, §5).
+        SdeDpmSolverPlusPlus = "sde-dpmsolver++",
     }
 );
 
@@ -315,7 +317,8 @@ config_struct! {
 }
 
 config_struct! {
-    /// `DPMSolverMultistepScheduler` config restricted to `algorithm_type = "dpmsolver++"`.
+    /// `DPMSolverMultistepScheduler` config restricted to `algorithm_type` `"dpmsolver++"` or
+    /// `"sde-dpmsolver++"`.
     pub struct DpmSolverMultistepConfig {
         #[serde(flatten)]
         pub schedule: TrainSchedule = TrainSchedule::default(),

@@ -1,5 +1,7 @@
 //! DPM-Solver++ multistep (Lu et al. 2022, "2M" for order 2) as diffusers'
-//! `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`: a fast deterministic sampler.
+//! `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`, a fast deterministic sampler,
+//! and its stochastic form `algorithm_type="sde-dpmsolver++"` (SDE-DPM-Solver++ 2M), whose steps
+//! add fresh noise: `x_t = (σ_t/σ_s)e^{−h}·x_s + α_t(1−e^{−2h})·x0 + σ_t√(1−e^{−2h})·z`.
 //!
 //! Stateful like diffusers: it remembers the previous x0 prediction and its step index, so steps
 //! must be taken in schedule order after `set_timesteps`.
@@ -7,8 +9,8 @@
 use candle_core::Tensor;
 
 use crate::config::{
-    DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SchedulerConfig, SchedulerKind,
-    SolverType,
+    AlgorithmType, DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SchedulerConfig,
+    SchedulerKind, SolverType,
 };
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::NoiseSchedule;
@@ -19,7 +21,8 @@ use crate::timestep_spacing::dpm_solver_timesteps;
 
 const NAME: &str = "DPMSolverMultistepScheduler";
 
-/// diffusers `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`, order 1 or 2.
+/// diffusers `DPMSolverMultistepScheduler` with `algorithm_type` `"dpmsolver++"` or
+/// `"sde-dpmsolver++"`, order 1 or 2.
 #[derive(Clone, Debug)]
 pub struct DpmSolverMultistepScheduler {
     config: DpmSolverMultistepConfig,
@@ -140,16 +143,51 @@ impl DpmSolverMultistepScheduler {
         }
     }
 
-    fn first_order_update(&self, x0: &Tensor, sample: &Tensor, idx: usize) -> Result<Tensor> {
+    /// The SDE step's terms that differ from the ODE's: the sample coefficient, the x0
+    /// coefficient α_t(1−e^{−2h}), and the added noise σ_t√(1−e^{−2h})·z (diffusers' f32 order).
+    fn sde_terms(
+        sigma_t: f32,
+        sigma_s: f32,
+        alpha_t: f32,
+        h: f32,
+        noise: &Tensor,
+    ) -> Result<(f32, f32, Tensor)> {
+        let decay = 1.0f32 - (-2.0f32 * h).exp();
+        Ok((
+            sigma_t / sigma_s * (-h).exp(),
+            alpha_t * decay,
+            mul_scalar(noise, sigma_t * decay.sqrt())?,
+        ))
+    }
+
+    fn first_order_update(
+        &self,
+        x0: &Tensor,
+        sample: &Tensor,
+        idx: usize,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[idx + 1]);
         let (alpha_s, sigma_s) = alpha_sigma(self.sigmas[idx]);
         let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
+        if let Some(z) = noise {
+            let (sample_coeff, x0_coeff, noise_term) =
+                Self::sde_terms(sigma_t, sigma_s, alpha_t, h, z)?;
+            return Ok(
+                ((mul_scalar(sample, sample_coeff)? + mul_scalar(x0, x0_coeff)?)? + noise_term)?,
+            );
+        }
         let sample_coeff = sigma_t / sigma_s;
         let x0_coeff = alpha_t * ((-h).exp() - 1.0f32);
         Ok((mul_scalar(sample, sample_coeff)? - mul_scalar(x0, x0_coeff)?)?)
     }
 
-    fn second_order_update(&self, sample: &Tensor, idx: usize) -> Result<Tensor> {
+    fn second_order_update(
+        &self,
+        sample: &Tensor,
+        idx: usize,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (Some(Some(m1)), Some(Some(m0))) = (
             self.model_outputs
                 .len()
@@ -171,6 +209,18 @@ impl DpmSolverMultistepScheduler {
         let h_0 = lambda_s0 - lambda_s1;
         let r0 = h_0 / h;
         let d1 = mul_scalar(&(m0 - m1)?, 1.0f32 / r0)?;
+        if let Some(z) = noise {
+            let (sample_coeff, x0_coeff, noise_term) =
+                Self::sde_terms(sigma_t, sigma_s0, alpha_t, h, z)?;
+            let x = (mul_scalar(sample, sample_coeff)? + mul_scalar(m0, x0_coeff)?)?;
+            let d1_coeff = match self.config.solver_type {
+                SolverType::Midpoint => 0.5f32 * x0_coeff,
+                SolverType::Heun => {
+                    alpha_t * ((1.0f32 - (-2.0f32 * h).exp()) / (-2.0f32 * h) + 1.0f32)
+                }
+            };
+            return Ok(((x + mul_scalar(&d1, d1_coeff)?)? + noise_term)?);
+        }
         let phi = alpha_t * ((-h).exp() - 1.0f32);
         let x = (mul_scalar(sample, sigma_t / sigma_s0)? - mul_scalar(m0, phi)?)?;
         Ok(match self.config.solver_type {
@@ -234,7 +284,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
         model_output: &Tensor,
         timestep: usize,
         sample: &Tensor,
-        _noise: StepNoise<'_>,
+        noise: StepNoise<'_>,
     ) -> Result<StepOutput> {
         let n = self
             .num_inference_steps
@@ -257,6 +307,10 @@ impl Scheduler for DpmSolverMultistepScheduler {
                 || (self.config.lower_order_final && n < 15)
                 || self.config.final_sigmas_type == FinalSigmasType::Zero);
 
+        let noise = match self.config.algorithm_type {
+            AlgorithmType::DpmSolverPlusPlus => None,
+            AlgorithmType::SdeDpmSolverPlusPlus => Some(noise.resolve(sample, NAME, timestep)?),
+        };
         let x0 = self.convert_model_output(model_output, sample, self.sigmas[idx])?;
         self.model_outputs.rotate_left(1);
         if let Some(last) = self.model_outputs.last_mut() {
@@ -265,9 +319,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
 
         let prev =
             if self.config.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
-                self.first_order_update(&x0, sample, idx)?
+                self.first_order_update(&x0, sample, idx, noise.as_ref())?
             } else {
-                self.second_order_update(sample, idx)?
+                self.second_order_update(sample, idx, noise.as_ref())?
             };
         if self.lower_order_nums < self.config.solver_order {
             self.lower_order_nums += 1;

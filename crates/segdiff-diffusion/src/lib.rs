@@ -52,6 +52,6 @@ pub use noise_schedule::NoiseSchedule;
 pub use sampler::guided_loop::{guided_sample, EpsModel, GuidedSample, SamplingOptions};
 pub use sampler::{
     sample, sample_images, LatentInterpolation, MixPoint, SampleInput, SampleOptions, SampleOutput,
-    SampleProgress, Shard, UnetDenoiser,
+    SampleProgress, SamplerKind, Shard, UnetDenoiser,
 };
 pub use scheduler::{Scheduler, StepNoise, StepOutput};

@@ -330,3 +330,86 @@ fn single_channel_mask_matches_oracle_mask() {
     println!("single mask encoding vs loop.mask: max abs err {err:.3e}");
     assert_eq!(err, 0.0);
 }
+
+/// [`fake_eps`] on the image `x` with the loop's mask channel.
+fn fake_eps_on(x: &Tensor, mask: &Tensor, t: usize) -> Tensor {
+    fake_eps(&Tensor::cat(&[x, mask], 1).unwrap(), t).unwrap()
+}
+
+#[test]
+fn sde_dpm_solver_pp_loops_with_stored_noise() {
+    use segdiff_diffusion::{AlgorithmType, SolverType};
+    let sched = fixture("schedulers.safetensors");
+    let f = fixture("sde_dpmsolver.safetensors");
+    let (x_t, mask) = (get(&sched, "loop.x_T"), get(&sched, "loop.mask"));
+    for (solver_type, name) in [
+        (SolverType::Midpoint, "midpoint"),
+        (SolverType::Heun, "heun"),
+    ] {
+        for steps in [10usize, 20] {
+            let key = format!("sde.{name}{steps}");
+            let config = DpmSolverMultistepConfig {
+                algorithm_type: AlgorithmType::SdeDpmSolverPlusPlus,
+                solver_type,
+                ..DpmSolverMultistepConfig::default()
+            };
+            let noise = get(&f, &format!("{key}.noise"));
+            let want = get(&f, &format!("{key}.trajectory"));
+            // End to end from x_T with the oracle's noise.
+            let mut dpm = DpmSolverMultistepScheduler::new(config.clone()).unwrap();
+            dpm.set_timesteps(steps).unwrap();
+            let ts = dpm.timesteps().to_vec();
+            assert_eq!(ts, i64s(get(&f, &format!("{key}.timesteps"))));
+            let mut x = x_t.clone();
+            let mut traj = Vec::new();
+            for (i, &t) in ts.iter().enumerate() {
+                let z = noise.narrow(0, i, 1).unwrap();
+                let e = fake_eps_on(&x, mask, t);
+                x = dpm
+                    .step(&e, t, &x, StepNoise::Tensor(&z))
+                    .unwrap()
+                    .prev_sample;
+                traj.push(x.clone());
+            }
+            let traj = Tensor::cat(&traj, 0).unwrap();
+            assert_close(
+                &format!("{key} final"),
+                &x,
+                get(&f, &format!("{key}.final")),
+                LOOP_ATOL,
+            );
+            assert_close(&format!("{key} trajectory"), &traj, want, LOOP_ATOL);
+            // Teacher-forced: each step from the oracle's previous state, one step's tolerance.
+            let mut dpm = DpmSolverMultistepScheduler::new(config).unwrap();
+            dpm.set_timesteps(steps).unwrap();
+            for (i, &t) in ts.iter().enumerate() {
+                let x_prev = if i == 0 {
+                    x_t.clone()
+                } else {
+                    want.narrow(0, i - 1, 1).unwrap()
+                };
+                let z = noise.narrow(0, i, 1).unwrap();
+                let e = fake_eps_on(&x_prev, mask, t);
+                let got = dpm
+                    .step(&e, t, &x_prev, StepNoise::Tensor(&z))
+                    .unwrap()
+                    .prev_sample;
+                assert_close(
+                    &format!("{key} step {i}"),
+                    &got,
+                    &want.narrow(0, i, 1).unwrap(),
+                    STEP_ATOL,
+                );
+            }
+            // Without noise the stochastic step refuses to run.
+            let mut dpm = DpmSolverMultistepScheduler::new(DpmSolverMultistepConfig {
+                algorithm_type: AlgorithmType::SdeDpmSolverPlusPlus,
+                ..DpmSolverMultistepConfig::default()
+            })
+            .unwrap();
+            dpm.set_timesteps(steps).unwrap();
+            let e = fake_eps_on(x_t, mask, ts[0]);
+            assert!(dpm.step(&e, ts[0], x_t, StepNoise::None).is_err());
+        }
+    }
+}

@@ -10,7 +10,7 @@ use segdiff_diffusion::train::{
 };
 use segdiff_diffusion::{
     encode_mask, guided_sample, ConditioningMeta, DdpmConfig, DiffusionError, MaskEncoding,
-    PredictionType, SamplingOptions, SchedulerConfig, SchedulerKind,
+    PredictionType, SamplerKind, SamplingOptions, SchedulerConfig,
 };
 use segdiff_unet::{DownBlockType, UNet2DConfig, UpBlockType};
 
@@ -377,7 +377,7 @@ fn train_and_sample(guided: bool, steps: usize) -> f64 {
     let x_t =
         segdiff_diffusion::random::randn(&mut rng, (8, 1, size, size), DType::F32, &Device::Cpu)
             .unwrap();
-    let mut sched = sampling_scheduler_config(&training, SchedulerKind::Ddim)
+    let mut sched = sampling_scheduler_config(&training, SamplerKind::Ddim)
         .build()
         .unwrap();
     let model = t.model().clone();

@@ -12,7 +12,7 @@ use segdiff_diffusion::sampler::initial_noise;
 use segdiff_diffusion::{
     guided_sample, load_model_dir, sample, sample_images, save_model_dir, ConditioningMeta,
     DdimConfig, DpmSolverMultistepConfig, LatentInterpolation, MixPoint, SampleInput,
-    SampleOptions, SampleOutput, SamplingOptions, SchedulerConfig, SchedulerKind, Shard, StepNoise,
+    SampleOptions, SampleOutput, SamplerKind, SamplingOptions, SchedulerConfig, Shard, StepNoise,
     UnetDenoiser,
 };
 use segdiff_unet::{model_from_tensors, UNet2DConfig, UNet2DModel};
@@ -206,7 +206,7 @@ fn tiny_unet_dpmpp_loops_match_diffusers() {
     for steps in [10usize, 20] {
         let key = format!("dpmpp.unet_tiny{steps}");
         let o = SampleOptions {
-            scheduler: SchedulerKind::DpmSolverMultistep,
+            scheduler: SamplerKind::DpmSolverPlusPlus,
             steps: Some(steps),
             init_noise: Some(x_t.clone()),
             ..SampleOptions::default()

@@ -63,12 +63,7 @@ fn unsupported_values_name_field_and_value() {
         (Ddpm, "variance_type", r#""learned_range""#, "learned_range"),
         (Dpm, "solver_order", "3", "3"),
         (Dpm, "use_karras_sigmas", "true", "true"),
-        (
-            Dpm,
-            "algorithm_type",
-            r#""sde-dpmsolver++""#,
-            "sde-dpmsolver++",
-        ),
+        (Dpm, "algorithm_type", r#""sde-dpmsolver""#, "sde-dpmsolver"),
         // wrong values and types in flattened fields name their field too
         (Dpm, "prediction_type", r#""x0""#, "x0"),
         (Ddpm, "num_train_timesteps", r#""1000""#, "1000"),

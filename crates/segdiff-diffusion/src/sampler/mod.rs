@@ -17,70 +17,34 @@
 pub mod guided_loop;
 mod image_rng;
 mod mask_input;
+mod sampler_kind;
 mod shard;
 
 use candle_core::{DType, Device, Tensor};
 use segdiff_unet::UNet2DModel;
 
-use crate::config::{
-    DdimConfig, DdpmConfig, DpmSolverMultistepConfig, SchedulerConfig, SchedulerKind, TrainSchedule,
-};
+use crate::config::SchedulerConfig;
 use crate::error::{DiffusionError, Result};
 use crate::model_dir::{ConditioningMeta, SegdiffModel};
 use crate::sampler::guided_loop::{to_image01, EpsModel};
 use crate::scheduler::{Scheduler, StepNoise};
 
 pub use image_rng::{image_rng, initial_noise, NoiseStream};
+pub use sampler_kind::SamplerKind;
 pub use shard::Shard;
 
 use image_rng::draw_batch;
 use mask_input::{prepare_conditions, MaskEdit};
 
-/// Inference steps used when [`SampleOptions::steps`] is `None`: 50 for DDIM (the paper),
-/// 1000 for DDPM (the paper's DDPM model type, every training timestep), 20 for DPM-Solver++
-/// (diffusers' usual fast setting).
-pub fn default_steps(kind: SchedulerKind) -> usize {
-    match kind {
-        SchedulerKind::Ddim => 50,
-        SchedulerKind::Ddpm => 1000,
-        SchedulerKind::DpmSolverMultistep => 20,
-    }
+/// Inference steps used when [`SampleOptions::steps`] is `None` (see
+/// [`SamplerKind::default_steps`]).
+pub fn default_steps(kind: SamplerKind) -> usize {
+    kind.default_steps()
 }
 
-/// The config of the `kind` scheduler used for sampling: the training schedule's
-/// `num_train_timesteps`, `beta_start`, `beta_end`, `beta_schedule` and `prediction_type`, every
-/// other field at that scheduler's diffusers default (as the paper builds
-/// `DDIMScheduler(num_train_timesteps=1000)`). Unlike diffusers' `from_config`, training-only
-/// choices such as a DDPM `clip_sample` are not carried over.
-pub fn sampling_scheduler_config(
-    training: &SchedulerConfig,
-    kind: SchedulerKind,
-) -> SchedulerConfig {
-    let t = training.schedule();
-    let schedule = TrainSchedule {
-        num_train_timesteps: t.num_train_timesteps,
-        beta_start: t.beta_start,
-        beta_end: t.beta_end,
-        beta_schedule: t.beta_schedule,
-        prediction_type: t.prediction_type,
-        ..TrainSchedule::default()
-    };
-    match kind {
-        SchedulerKind::Ddpm => SchedulerConfig::Ddpm(DdpmConfig {
-            schedule,
-            ..DdpmConfig::default()
-        }),
-        SchedulerKind::Ddim => SchedulerConfig::Ddim(DdimConfig {
-            schedule,
-            ..DdimConfig::default()
-        }),
-        SchedulerKind::DpmSolverMultistep => {
-            SchedulerConfig::DpmSolverMultistep(DpmSolverMultistepConfig {
-                schedule,
-                ..DpmSolverMultistepConfig::default()
-            })
-        }
-    }
+/// The config of the scheduler `kind` samples with (see [`SamplerKind::scheduler_config`]).
+pub fn sampling_scheduler_config(training: &SchedulerConfig, kind: SamplerKind) -> SchedulerConfig {
+    kind.scheduler_config(training)
 }
 
 /// Where along the schedule the latent interpolation mixes in the real image.
@@ -140,8 +104,8 @@ pub struct LatentInterpolation {
 /// Settings of a sampling run.
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
-    /// DDIM (paper default), DDPM or DPM-Solver++ (2M).
-    pub scheduler: SchedulerKind,
+    /// DDIM (paper default), DDPM, or DPM-Solver++ 2M in its ODE or SDE form.
+    pub scheduler: SamplerKind,
     /// Inference steps; `None` = [`default_steps`] (50 / 1000 / 20).
     pub steps: Option<usize>,
     /// DDIM η (0 = deterministic, the paper's setting); must be 0 for the other schedulers.
@@ -174,7 +138,7 @@ impl Default for SampleOptions {
     /// The paper: DDIM, 50 steps, η = 0, seed 0, batch 8, one sample per mask, plain conditioning.
     fn default() -> Self {
         Self {
-            scheduler: SchedulerKind::Ddim,
+            scheduler: SamplerKind::Ddim,
             steps: None,
             eta: 0.0,
             seed: 0,
@@ -376,11 +340,7 @@ impl<'o> SamplingRun<'o> {
         scheduler.set_timesteps(steps)?;
         scheduler.set_eta(options.eta)?;
         let timesteps = scheduler.timesteps().to_vec();
-        let stochastic = match options.scheduler {
-            SchedulerKind::Ddpm => true,
-            SchedulerKind::Ddim => options.eta > 0.0,
-            SchedulerKind::DpmSolverMultistep => false,
-        };
+        let stochastic = options.scheduler.is_stochastic(options.eta);
         if let Some(x) = &options.init_noise {
             expect_dims(
                 "init_noise (total images, C, H, W)",

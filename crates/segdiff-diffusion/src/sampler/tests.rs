@@ -1,7 +1,7 @@
 //! Sampler behaviour with closed-form ε-models (element-wise, hence exactly batch-invariant).
 
 use super::*;
-use crate::config::{BetaSchedule, PredictionType};
+use crate::config::{BetaSchedule, DdimConfig, DdpmConfig, PredictionType};
 use crate::mask_conditioning::{encode_mask, MaskEncoding};
 use crate::sampler::guided_loop::{guided_sample, SamplingOptions};
 
@@ -75,7 +75,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn opts(kind: SchedulerKind, steps: usize) -> SampleOptions {
+fn opts(kind: SamplerKind, steps: usize) -> SampleOptions {
     SampleOptions {
         scheduler: kind,
         steps: Some(steps),
@@ -86,9 +86,9 @@ fn opts(kind: SchedulerKind, steps: usize) -> SampleOptions {
 
 #[test]
 fn default_steps_per_scheduler() {
-    assert_eq!(default_steps(SchedulerKind::Ddim), 50);
-    assert_eq!(default_steps(SchedulerKind::Ddpm), 1000);
-    assert_eq!(default_steps(SchedulerKind::DpmSolverMultistep), 20);
+    assert_eq!(default_steps(SamplerKind::Ddim), 50);
+    assert_eq!(default_steps(SamplerKind::Ddpm), 1000);
+    assert_eq!(default_steps(SamplerKind::DpmSolverPlusPlus), 20);
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn sampling_scheduler_takes_only_the_noise_schedule_from_training() {
         },
         ..DdpmConfig::default()
     });
-    let SchedulerConfig::Ddim(d) = sampling_scheduler_config(&training, SchedulerKind::Ddim) else {
+    let SchedulerConfig::Ddim(d) = sampling_scheduler_config(&training, SamplerKind::Ddim) else {
         panic!("expected a DDIM config");
     };
     assert_eq!(
@@ -125,14 +125,14 @@ fn sampling_scheduler_takes_only_the_noise_schedule_from_training() {
     assert!(d.clipping.clip_sample && d.set_alpha_to_one);
     assert_eq!(d.clipping.clip_sample_range, 1.0);
     let SchedulerConfig::DpmSolverMultistep(p) =
-        sampling_scheduler_config(&training, SchedulerKind::DpmSolverMultistep)
+        sampling_scheduler_config(&training, SamplerKind::DpmSolverPlusPlus)
     else {
         panic!("expected a DPM-Solver config");
     };
     assert_eq!(p.schedule.num_train_timesteps, 500);
     assert_eq!(p.schedule.prediction_type, PredictionType::VPrediction);
     assert_eq!(p.solver_order, 2);
-    let SchedulerConfig::Ddpm(q) = sampling_scheduler_config(&training, SchedulerKind::Ddpm) else {
+    let SchedulerConfig::Ddpm(q) = sampling_scheduler_config(&training, SamplerKind::Ddpm) else {
         panic!("expected a DDPM config");
     };
     assert!(
@@ -145,7 +145,11 @@ fn sampling_scheduler_takes_only_the_noise_schedule_from_training() {
 #[test]
 fn stochastic_results_do_not_depend_on_batch_size_or_batch_mates() {
     let m = meta("single", Some(4));
-    for (kind, eta) in [(SchedulerKind::Ddpm, 0.0), (SchedulerKind::Ddim, 0.8)] {
+    for (kind, eta) in [
+        (SamplerKind::Ddpm, 0.0),
+        (SamplerKind::Ddim, 0.8),
+        (SamplerKind::SdeDpmSolverPlusPlus, 0.0),
+    ] {
         let base = SampleOptions {
             eta,
             samples_per_mask: 2,
@@ -211,7 +215,7 @@ fn init_noise_reproduces_the_seeded_draw_and_orders_by_mask() {
     let base = SampleOptions {
         samples_per_mask: 2,
         batch_size: 4,
-        ..opts(SchedulerKind::Ddim, 6)
+        ..opts(SamplerKind::Ddim, 6)
     };
     let seeded = run(&m, &masks(), &base);
     let x_t: Vec<Tensor> = (0..6)
@@ -253,7 +257,7 @@ fn plain_ddim_equals_the_reference_loop() {
     let m = meta("onehot", Some(4));
     let o = SampleOptions {
         batch_size: 3,
-        ..opts(SchedulerKind::Ddim, 7)
+        ..opts(SamplerKind::Ddim, 7)
     };
     let out = run(&m, &masks(), &o);
     let x_t: Vec<Tensor> = (0..3)
@@ -282,7 +286,7 @@ fn plain_ddim_equals_the_reference_loop() {
 #[test]
 fn guidance_scale_one_is_plain_and_zero_is_the_empty_mask() {
     let m = meta("single", Some(4));
-    let base = opts(SchedulerKind::Ddim, 6);
+    let base = opts(SamplerKind::Ddim, 6);
     let plain = run(&m, &masks(), &base);
     let w1 = run(
         &m,
@@ -321,7 +325,7 @@ fn guidance_scale_extrapolates_the_mask_effect() {
     let m = meta("single", Some(4));
     let o = SampleOptions {
         guidance_scale: Some(2.5),
-        ..opts(SchedulerKind::Ddim, 6)
+        ..opts(SamplerKind::Ddim, 6)
     };
     let guided = run(&m, &masks(), &o);
     let x_t: Vec<Tensor> = (0..3)
@@ -352,7 +356,7 @@ fn guidance_scale_extrapolates_the_mask_effect() {
 #[test]
 fn kept_classes_equal_a_hand_edited_mask() {
     let m = meta("onehot", Some(4));
-    let base = opts(SchedulerKind::Ddim, 5);
+    let base = opts(SamplerKind::Ddim, 5);
     let kept = run(
         &m,
         &masks(),
@@ -379,7 +383,7 @@ fn encodings_and_unconditional_models_get_the_right_channels() {
         seen.borrow_mut().push(input.dim(1)?);
         fake_eps(input, t)
     };
-    let o = opts(SchedulerKind::DpmSolverMultistep, 3);
+    let o = opts(SamplerKind::DpmSolverPlusPlus, 3);
     let onehot = meta("onehot", Some(4));
     sample_images(
         &mut model,
@@ -415,7 +419,7 @@ fn progress_counts_steps_and_images() {
     let mut calls = Vec::new();
     let o = SampleOptions {
         batch_size: 2,
-        ..opts(SchedulerKind::Ddim, 4)
+        ..opts(SamplerKind::Ddim, 4)
     };
     sample_images(
         &mut model,
@@ -462,7 +466,7 @@ fn interpolation_mixes_at_the_chosen_step() {
                 lambda,
                 at: MixPoint::Fraction(0.5),
             }),
-            ..opts(SchedulerKind::Ddim, 6)
+            ..opts(SamplerKind::Ddim, 6)
         };
         let out = sample_images(
             &mut model,
@@ -476,7 +480,7 @@ fn interpolation_mixes_at_the_chosen_step() {
         .unwrap();
         (out, recorded.into_inner())
     };
-    let plain = run(&m, &masks(), &opts(SchedulerKind::Ddim, 6));
+    let plain = run(&m, &masks(), &opts(SamplerKind::Ddim, 6));
     let (zero, gen_inputs) = inputs(0.0);
     assert_eq!(vals(&zero.images01), vals(&plain.images01));
 
@@ -521,7 +525,7 @@ fn invalid_requests_are_rejected_with_the_value() {
     };
     let mk = masks();
     let masks_in = SampleInput::Masks(&mk);
-    let base = opts(SchedulerKind::Ddim, 4);
+    let base = opts(SamplerKind::Ddim, 4);
     let uncond_in = SampleInput::Unconditional {
         count: 1,
         height: H,
@@ -570,7 +574,7 @@ fn invalid_requests_are_rejected_with_the_value() {
             masks_in,
             SampleOptions {
                 eta: 0.5,
-                ..opts(SchedulerKind::DpmSolverMultistep, 4)
+                ..opts(SamplerKind::DpmSolverPlusPlus, 4)
             },
         ),
         (

@@ -7,8 +7,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::diffusion::Trainer;
+use crate::sampler::SamplerKind;
 use crate::sampler::{sample_images, SampleInput, SampleOptions, UnetDenoiser};
-use crate::{Result, SchedulerKind};
+use crate::Result;
 
 /// Masks to preview and how to sample them.
 pub struct DiffusionPreview {
@@ -25,7 +26,7 @@ impl DiffusionPreview {
         let masks = Tensor::from_vec(flat, (masks.len(), size, size), &Device::Cpu)?;
         Ok(Self {
             options: SampleOptions {
-                scheduler: SchedulerKind::Ddim,
+                scheduler: SamplerKind::Ddim,
                 steps: Some(25),
                 seed,
                 batch_size: masks.dim(0)?.max(1),

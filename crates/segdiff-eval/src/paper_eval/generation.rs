@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use segdiff_diffusion::sampler::{
-    default_steps, initial_noise, sample_images, SampleInput, SampleOptions, Shard,
+    default_steps, initial_noise, sample_images, SampleInput, SampleOptions, SamplerKind, Shard,
 };
-use segdiff_diffusion::{ConditioningMeta, EpsModel, SchedulerConfig, SchedulerKind, SegdiffModel};
+use segdiff_diffusion::{ConditioningMeta, EpsModel, SchedulerConfig, SegdiffModel};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -31,7 +31,7 @@ pub const GENERATION_FILE: &str = "generation.json";
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingSettings {
     /// DDIM (the paper), DDPM or DPM-Solver++.
-    pub scheduler: SchedulerKind,
+    pub scheduler: SamplerKind,
     /// Inference steps; `None` is the scheduler's default (50 for DDIM).
     pub steps: Option<usize>,
     /// DDIM η (0 in the paper).
@@ -44,7 +44,7 @@ impl SamplingSettings {
     /// The paper's sampler: DDIM, 50 steps, η = 0, batch 8.
     pub fn paper() -> Self {
         Self {
-            scheduler: SchedulerKind::Ddim,
+            scheduler: SamplerKind::Ddim,
             steps: None,
             eta: 0.0,
             batch_size: 8,
@@ -58,12 +58,8 @@ impl SamplingSettings {
 }
 
 /// Short name of a scheduler kind, as the CLI spells it.
-pub fn scheduler_name(kind: SchedulerKind) -> &'static str {
-    match kind {
-        SchedulerKind::Ddim => "ddim",
-        SchedulerKind::Ddpm => "ddpm",
-        SchedulerKind::DpmSolverMultistep => "dpm++",
-    }
+pub fn scheduler_name(kind: SamplerKind) -> &'static str {
+    kind.name()
 }
 
 /// `generation.json`.
@@ -233,11 +229,7 @@ pub(crate) fn generate(
     let mut done = range.len() - generated;
     progress(done, range.len());
 
-    let deterministic = match settings.scheduler {
-        SchedulerKind::Ddpm => false,
-        SchedulerKind::Ddim => settings.eta == 0.0,
-        SchedulerKind::DpmSolverMultistep => true,
-    };
+    let deterministic = !settings.scheduler.is_stochastic(settings.eta);
     let shape = (job.channels, job.height, job.width);
     let all_masks = match (job.masks, deterministic) {
         (Some(m), false) => Some(m.to_tensor(&Device::Cpu)?),
@@ -598,7 +590,7 @@ mod tests {
     #[test]
     fn stochastic_batches_reproduce_a_single_run() -> Result<()> {
         let ddpm = SamplingSettings {
-            scheduler: SchedulerKind::Ddpm,
+            scheduler: SamplerKind::Ddpm,
             steps: Some(4),
             eta: 0.0,
             batch_size: 2,
