@@ -18,7 +18,7 @@ fn rejects(args: &[&str], bad: &str, accepted: &[&str]) {
 
 #[test]
 fn a_bad_scheduler_exits_2_on_every_command() {
-    let accepted = ["ddim", "ddpm", "dpm++"];
+    let accepted = ["ddim", "ddpm", "dpm++", "dpm++sde", "euler-a"];
     rejects(
         &[
             "sample",
@@ -105,7 +105,13 @@ fn bad_runtime_flags_exit_2_on_every_command() {
 #[test]
 fn spellings_and_case_are_accepted() {
     // Parsing succeeds (the run then fails on the missing model: exit 1, not 2).
-    for s in ["DDIM", "dpmpp", "dpm-solver++"] {
+    for s in [
+        "DDIM",
+        "dpmpp",
+        "dpm-solver++",
+        "euler_a",
+        "Euler-Ancestral",
+    ] {
         let out = segdiff(&[
             "sample",
             "--model",

@@ -37,7 +37,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 6)]
     pub count: usize,
     /// Sampler (dpm++ reaches DDIM-50 quality in about 20 steps; dpm++sde, its stochastic form,
-    /// follows the masks more closely at the same cost).
+    /// follows the masks more closely at the same cost; euler-a is diffusers' Euler ancestral).
     #[arg(long, default_value = "dpm++", value_parser = crate::flag_values::flag::<SamplerKind>())]
     pub scheduler: SamplerKind,
     /// Inference steps.

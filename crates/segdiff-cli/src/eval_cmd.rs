@@ -72,11 +72,12 @@ pub struct EvalArgs {
     /// augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Sampler: `ddim` (the paper), `ddpm`, `dpm++` (DPM-Solver++ 2M) or `dpm++sde` (its
-    /// stochastic form).
+    /// Sampler: `ddim` (the paper), `ddpm`, `dpm++` (DPM-Solver++ 2M), `dpm++sde` (its
+    /// stochastic form) or `euler-a` (Euler ancestral, stochastic).
     #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
     pub scheduler: SamplerKind,
-    /// Sampling steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++; 10 with --quick).
+    /// Sampling steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++ and dpm++sde, 30 for
+    /// euler-a; 10 with --quick).
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM η (0, deterministic, in the paper).

@@ -72,6 +72,7 @@ impl FlagValue for SamplerKind {
         &["ddpm"],
         &["dpm++", "dpmpp", "dpm-solver++", "dpmsolver++"],
         &["dpm++sde", "dpmpp-sde", "sde-dpm++", "sde-dpmsolver++"],
+        &["euler-a", "euler_a", "euler-ancestral"],
     ];
     fn from_flag(name: &str) -> Option<Self> {
         match name {
@@ -81,6 +82,7 @@ impl FlagValue for SamplerKind {
             "dpm++sde" | "dpmpp-sde" | "sde-dpm++" | "sde-dpmsolver++" => {
                 Some(Self::SdeDpmSolverPlusPlus)
             }
+            "euler-a" | "euler_a" | "euler-ancestral" => Some(Self::EulerAncestral),
             _ => None,
         }
     }

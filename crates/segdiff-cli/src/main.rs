@@ -19,6 +19,7 @@ mod run_args;
 mod runtime;
 mod sample_cmd;
 mod segmenter_cmd;
+mod sweep_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,10 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Generate images from segmentation masks (or unconditionally) with a trained model.
     Sample(sample_cmd::SampleArgs),
+    /// Which sampler and how many steps for a model: every sampler × step count, scored by
+    /// network calls, seconds and Dice per image (FID with --real), Pareto-best points marked;
+    /// writes sweep.md/json/png. DDPM (1000 calls per image) only with --with-ddpm.
+    SweepSamplers(sweep_cmd::SweepArgs),
     /// Dice, HD95, PSNR/SSIM and FID between folders of images or masks.
     #[command(subcommand)]
     Metrics(metrics_cmd::MetricsCommand),
@@ -82,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Command::Prepare(args) => prepare_cmd::run(args, command_line()),
             Command::Train(args) => train_cmd::run(args, &rt),
             Command::Sample(args) => sample_cmd::run(args, &rt),
+            Command::SweepSamplers(args) => sweep_cmd::run(args, &rt),
             Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
             Command::Eval(args) => eval_cmd::run(args, &rt),
             Command::Segmenter(cmd) => segmenter_cmd::run(cmd, &rt),
@@ -111,6 +117,10 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
         Command::Model(model_cmd::ModelCommand::Convert(_)) => Ok(()),
         Command::Demo(a) => fix(&mut a.model).and_then(|()| fix(&mut a.segmenter)),
         Command::Sample(a) => fix(&mut a.model),
+        Command::SweepSamplers(a) => {
+            fix(&mut a.model)?;
+            a.segmenter.as_mut().map_or(Ok(()), fix)
+        }
         Command::Eval(a) => {
             // The default output is named after the model folder: for a Hub model, after the
             // repository rather than the snapshot's commit hash.

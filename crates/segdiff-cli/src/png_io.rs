@@ -22,6 +22,32 @@ pub fn read_mask(path: &Path) -> Result<MaskPng> {
     })
 }
 
+/// The masks of `files`, which must all have one size; returns them with (height, width).
+pub fn read_masks_of_one_size(files: &[PathBuf]) -> Result<(Vec<MaskPng>, usize, usize)> {
+    let mut masks: Vec<MaskPng> = Vec::with_capacity(files.len());
+    for f in files {
+        let m = read_mask(f).with_context(|| format!("reading the mask {}", f.display()))?;
+        if let Some(first) = masks.first() {
+            if (first.height, first.width) != (m.height, m.width) {
+                bail!(
+                    "{}: {}×{} differs from the first mask's {}×{}",
+                    f.display(),
+                    m.height,
+                    m.width,
+                    first.height,
+                    first.width
+                );
+            }
+        }
+        masks.push(m);
+    }
+    let (h, w) = masks
+        .first()
+        .map(|m| (m.height, m.width))
+        .context("no masks")?;
+    Ok((masks, h, w))
+}
+
 /// Reads an image PNG scaled to [-1, 1] as torchvision's `ToTensor` + `Normalize(0.5, 0.5)`:
 /// `channels` = 1 converts to grey (as Pillow's `convert("L")`), 3 to RGB. Returns CHW values
 /// and (height, width).

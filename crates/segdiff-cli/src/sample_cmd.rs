@@ -10,7 +10,7 @@ use segdiff_diffusion::sampler::{
 };
 use segdiff_diffusion::{load_model_dir, SamplerKind};
 
-use crate::png_io::{png_files, read_image, read_mask};
+use crate::png_io::{png_files, read_image, read_masks_of_one_size};
 use crate::runtime::Runtime;
 use segdiff_io::picture;
 
@@ -35,10 +35,12 @@ pub struct SampleArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Sampler: `ddim` (paper), `ddpm`, `dpm++` (DPM-Solver++ 2M: similar quality in 15–25 steps),
-    /// or `dpm++sde` (SDE-DPM-Solver++ 2M: stochastic, closer to the masks at the same steps).
+    /// `dpm++sde` (SDE-DPM-Solver++ 2M: stochastic, closer to the masks at the same steps), or
+    /// `euler-a` (diffusers' Euler ancestral: stochastic).
     #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
     pub scheduler: SamplerKind,
-    /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++).
+    /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++ and dpm++sde, 30 for
+    /// euler-a).
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM η (0 = deterministic, the paper's setting).
@@ -116,21 +118,8 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
             bail!("--count is for unconditional models; this one takes --masks");
         }
         let files = png_files(dir)?;
-        let mut size = None;
-        for f in &files {
-            let m = read_mask(f)?;
-            match size {
-                None => size = Some((m.height, m.width)),
-                Some(s) if s != (m.height, m.width) => bail!(
-                    "{}: {}×{} differs from the first mask's {}×{}",
-                    f.display(),
-                    m.height,
-                    m.width,
-                    s.0,
-                    s.1
-                ),
-                _ => {}
-            }
+        let (masks, mh, mw) = read_masks_of_one_size(&files)?;
+        for (f, m) in files.iter().zip(masks) {
             if let Some(c) = meta.num_classes {
                 if let Some(bad) = m.ids.iter().find(|&&v| v as usize >= c) {
                     bail!("{}: class id {bad} ≥ the model's {c} classes", f.display());
@@ -139,7 +128,7 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
             names.push(file_name(f));
             mask_maps.push(m.ids);
         }
-        (h, w) = size.context("no masks")?;
+        (h, w) = (mh, mw);
         let flat: Vec<u32> = mask_maps.iter().flatten().copied().collect();
         masks_tensor = Tensor::from_vec(flat, (mask_maps.len(), h, w), &Device::Cpu)?;
         SampleInput::Masks(&masks_tensor)

@@ -1,7 +1,7 @@
 //! `scheduler/scheduler_config.json` as diffusers 0.42 reads and writes it.
 //!
 //! Each class's config is a serde struct with diffusers' field names and defaults; the fields the
-//! three classes share are declared once, in [`TrainSchedule`], and flattened into each. A missing
+//! classes share are declared once, in [`TrainSchedule`], and flattened into each. A missing
 //! field takes the default, an unknown field is ignored (diffusers warns and ignores too), and a
 //! value this crate does not implement (`thresholding: true`, `trained_betas`,
 //! `rescale_betas_zero_snr: true`, Karras sigmas, ...) is rejected at load with the field and value
@@ -27,126 +27,12 @@ pub const SCHEDULER_CONFIG_NAME: &str = "scheduler_config.json";
 /// Why a diffusers option this crate does not implement is rejected.
 const NOT_IMPLEMENTED: &str = "not implemented by segdiff";
 
-/// An enum spelled as diffusers' strings (first string of a variant is the one written; the others
-/// are legacy names diffusers maps to it), with serde reading and writing those strings.
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal $(| $alias:literal)*),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $var),+ }
+mod values;
 
-        impl $name {
-            /// The string diffusers uses for this value.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$var => $s),+ }
-            }
-
-            /// Parses diffusers' string; `None` for anything this crate does not implement.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($s $(| $alias)* => Some(Self::$var),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format_args!(
-                    "unsupported value {s:?} (supported: {})", [$($s),+].join(", ")
-                )))
-            }
-        }
-    };
-}
-
-string_enum!(
-    /// `beta_schedule`.
-    BetaSchedule {
-        /// β linear from `beta_start` to `beta_end` (DDPM paper, diffusers default).
-        Linear = "linear",
-        /// √β linear (latent diffusion).
-        ScaledLinear = "scaled_linear",
-        /// Cosine ᾱ schedule of Nichol & Dhariwal, β capped at 0.999.
-        SquaredcosCapV2 = "squaredcos_cap_v2",
-    }
-);
-
-string_enum!(
-    /// `prediction_type`: what the network predicts.
-    PredictionType {
-        /// The added noise ε (paper and diffusers default).
-        Epsilon = "epsilon",
-        /// v = sqrt(ᾱ)·ε − sqrt(1−ᾱ)·x0.
-        VPrediction = "v_prediction",
-        /// x0 directly.
-        Sample = "sample",
-    }
-);
-
-string_enum!(
-    /// `timestep_spacing` of inference timesteps.
-    TimestepSpacing {
-        /// `arange(n) * (T // n) + steps_offset`, descending.
-        Leading = "leading",
-        /// `round(arange(T, 0, -T/n)) - 1`.
-        Trailing = "trailing",
-        /// `round(linspace(0, T-1, n))`, descending.
-        Linspace = "linspace",
-    }
-);
-
-string_enum!(
-    /// DDPM `variance_type`.
-    VarianceType {
-        /// β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t (diffusers default).
-        FixedSmall = "fixed_small",
-        /// Same variance as `fixed_small`, computed through its log.
-        FixedSmallLog = "fixed_small_log",
-        /// β_t.
-        FixedLarge = "fixed_large",
-    }
-);
-
-string_enum!(
-    /// DPM-Solver `algorithm_type`: the data-prediction variants are implemented.
-    AlgorithmType {
-        /// Data-prediction DPM-Solver++ (diffusers default; it maps the legacy "deis" here).
-        DpmSolverPlusPlus = "dpmsolver++" | "deis",
-        /// Its stochastic (SDE) form: each step adds fresh noise (Lu et al. 2022, §5).
-        SdeDpmSolverPlusPlus = "sde-dpmsolver++",
-    }
-);
-
-string_enum!(
-    /// DPM-Solver `solver_type` of the second-order update.
-    SolverType {
-        /// diffusers default; diffusers maps the UniPC/DEIS names here.
-        Midpoint = "midpoint" | "logrho" | "bh1" | "bh2",
-        /// Heun-style correction.
-        Heun = "heun",
-    }
-);
-
-string_enum!(
-    /// DPM-Solver `final_sigmas_type`: the σ after the last step.
-    FinalSigmasType {
-        /// σ = 0: the last step returns the x0 prediction (diffusers default).
-        Zero = "zero",
-        /// σ of the first training timestep.
-        SigmaMin = "sigma_min",
-    }
-);
+pub use values::{
+    AlgorithmType, BetaSchedule, FinalSigmasType, PredictionType, SolverType, TimestepSpacing,
+    VarianceType,
+};
 
 /// Which scheduler class a config describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,10 +43,17 @@ pub enum SchedulerKind {
     Ddim,
     /// `DPMSolverMultistepScheduler` (DPM-Solver++ 2M).
     DpmSolverMultistep,
+    /// `EulerAncestralDiscreteScheduler`.
+    EulerAncestralDiscrete,
 }
 
 impl SchedulerKind {
-    const ALL: [Self; 3] = [Self::Ddpm, Self::Ddim, Self::DpmSolverMultistep];
+    const ALL: [Self; 4] = [
+        Self::Ddpm,
+        Self::Ddim,
+        Self::DpmSolverMultistep,
+        Self::EulerAncestralDiscrete,
+    ];
 
     /// diffusers `_class_name`.
     pub fn class_name(self) -> &'static str {
@@ -168,6 +61,7 @@ impl SchedulerKind {
             Self::Ddpm => "DDPMScheduler",
             Self::Ddim => "DDIMScheduler",
             Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            Self::EulerAncestralDiscrete => "EulerAncestralDiscreteScheduler",
         }
     }
 
@@ -349,6 +243,24 @@ config_struct! {
     }
 }
 
+config_struct! {
+    /// `EulerAncestralDiscreteScheduler` config. The class has no thresholding, so the
+    /// [`TrainSchedule`] fields of [`EULER_ABSENT_FIELDS`] are neither read nor written.
+    pub struct EulerAncestralConfig {
+        #[serde(flatten)]
+        pub schedule: TrainSchedule = TrainSchedule::default(),
+        pub timestep_spacing: TimestepSpacing = TimestepSpacing::Linspace,
+    }
+}
+
+/// [`TrainSchedule`] fields `EulerAncestralDiscreteScheduler` does not have: diffusers ignores
+/// them in a config it reads and never writes them, and so do we.
+pub const EULER_ABSENT_FIELDS: [&str; 3] = [
+    "thresholding",
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+];
+
 impl TrainSchedule {
     /// The β / ᾱ tables of this schedule.
     pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
@@ -415,12 +327,23 @@ fn check_dpm_solver(c: &DpmSolverMultistepConfig) -> Checked {
     )
 }
 
+fn check_euler_ancestral(c: &EulerAncestralConfig) -> Checked {
+    let prediction = c.schedule.prediction_type;
+    reject_if(
+        prediction == PredictionType::Sample,
+        "prediction_type",
+        prediction,
+        "diffusers' EulerAncestralDiscreteScheduler does not implement it",
+    )
+}
+
 /// A diffusers scheduler config, tagged by `_class_name`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SchedulerConfig {
     Ddpm(DdpmConfig),
     Ddim(DdimConfig),
     DpmSolverMultistep(DpmSolverMultistepConfig),
+    EulerAncestral(EulerAncestralConfig),
 }
 
 /// Quotes bare `-Infinity` / `Infinity` / `NaN` tokens outside strings so serde_json can parse them.
@@ -493,6 +416,7 @@ impl SchedulerConfig {
             Self::Ddpm(_) => SchedulerKind::Ddpm,
             Self::Ddim(_) => SchedulerKind::Ddim,
             Self::DpmSolverMultistep(_) => SchedulerKind::DpmSolverMultistep,
+            Self::EulerAncestral(_) => SchedulerKind::EulerAncestralDiscrete,
         }
     }
 
@@ -502,6 +426,7 @@ impl SchedulerConfig {
             Self::Ddpm(c) => &c.schedule,
             Self::Ddim(c) => &c.schedule,
             Self::DpmSolverMultistep(c) => &c.schedule,
+            Self::EulerAncestral(c) => &c.schedule,
         }
     }
 
@@ -541,6 +466,15 @@ impl SchedulerConfig {
             SchedulerKind::DpmSolverMultistep => {
                 Self::DpmSolverMultistep(from_fields(class, object)?)
             }
+            SchedulerKind::EulerAncestralDiscrete => {
+                let mut object = object.clone();
+                if let Some(fields) = object.as_object_mut() {
+                    for field in EULER_ABSENT_FIELDS {
+                        fields.remove(field);
+                    }
+                }
+                Self::EulerAncestral(from_fields(class, &object)?)
+            }
         };
         config.validate()?;
         Ok(config)
@@ -554,6 +488,7 @@ impl SchedulerConfig {
             Self::Ddpm(c) => schedule.and_then(|()| check_clipping(&c.clipping)),
             Self::Ddim(c) => schedule.and_then(|()| check_clipping(&c.clipping)),
             Self::DpmSolverMultistep(c) => schedule.and_then(|()| check_dpm_solver(c)),
+            Self::EulerAncestral(c) => schedule.and_then(|()| check_euler_ancestral(c)),
         };
         let Err(Rejected(field, value, why)) = checked else {
             return Ok(());
@@ -589,11 +524,17 @@ impl SchedulerConfig {
             Self::Ddpm(c) => serde_json::to_value(c),
             Self::Ddim(c) => serde_json::to_value(c),
             Self::DpmSolverMultistep(c) => serde_json::to_value(c),
+            Self::EulerAncestral(c) => serde_json::to_value(c),
         };
         // Plain structs of numbers, strings and flags: serde_json cannot fail on them.
         let Ok(Value::Object(mut m)) = fields else {
             unreachable!("scheduler configs serialize to JSON objects")
         };
+        if let Self::EulerAncestral(_) = self {
+            for field in EULER_ABSENT_FIELDS {
+                m.remove(field);
+            }
+        }
         m.insert("_class_name".into(), self.kind().class_name().into());
         m.insert("_diffusers_version".into(), DIFFUSERS_VERSION.into());
         Value::Object(m)
@@ -644,6 +585,9 @@ impl SchedulerConfig {
             Self::Ddim(c) => Box::new(crate::ddim::DdimScheduler::new(c.clone())?),
             Self::DpmSolverMultistep(c) => Box::new(
                 crate::dpm_solver::DpmSolverMultistepScheduler::new(c.clone())?,
+            ),
+            Self::EulerAncestral(c) => Box::new(
+                crate::euler_ancestral::EulerAncestralScheduler::new(c.clone())?,
             ),
         })
     }

@@ -7,8 +7,9 @@
 //!
 //! Main types:
 //! - [`SchedulerConfig`] reads/writes `scheduler/scheduler_config.json` for `DDPMScheduler`,
-//!   `DDIMScheduler` and `DPMSolverMultistepScheduler`; [`SchedulerConfig::build`] gives a
-//!   [`Scheduler`] ([`DdpmScheduler`], [`DdimScheduler`], [`DpmSolverMultistepScheduler`]).
+//!   `DDIMScheduler`, `DPMSolverMultistepScheduler` and `EulerAncestralDiscreteScheduler`;
+//!   [`SchedulerConfig::build`] gives a [`Scheduler`] ([`DdpmScheduler`], [`DdimScheduler`],
+//!   [`DpmSolverMultistepScheduler`], [`EulerAncestralScheduler`]).
 //! - [`guided_sample`] runs concat-mask → ε-model → step to an image in [0, 1]; [`sampler`] is
 //!   the full sampler of the paper (per-image seeds, ablated/empty masks, latent interpolation,
 //!   mask guidance, shards).
@@ -27,6 +28,7 @@ pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 pub mod error;
+pub mod euler_ancestral;
 pub mod mask_conditioning;
 pub mod model_dir;
 pub mod noise_schedule;
@@ -38,14 +40,15 @@ mod timestep_spacing;
 pub mod train;
 
 pub use config::{
-    AlgorithmType, BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType,
-    Off, PredictionType, SampleClipping, SchedulerConfig, SchedulerKind, SolverType,
-    TimestepSpacing, TrainSchedule, VarianceType,
+    AlgorithmType, BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig,
+    EulerAncestralConfig, FinalSigmasType, Off, PredictionType, SampleClipping, SchedulerConfig,
+    SchedulerKind, SolverType, TimestepSpacing, TrainSchedule, VarianceType,
 };
 pub use ddim::DdimScheduler;
 pub use ddpm::DdpmScheduler;
 pub use dpm_solver::DpmSolverMultistepScheduler;
 pub use error::{DiffusionError, Result};
+pub use euler_ancestral::EulerAncestralScheduler;
 pub use mask_conditioning::{encode_mask, AblationMode, MaskAblation, MaskEncoding};
 pub use model_dir::{load_model_dir, save_model_dir, ConditioningMeta, SegdiffModel};
 pub use noise_schedule::NoiseSchedule;

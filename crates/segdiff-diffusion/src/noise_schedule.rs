@@ -184,7 +184,7 @@ impl NoiseSchedule {
 }
 
 /// A (N, 1, 1, ...) tensor of per-sample scalars in `like`'s dtype and device.
-fn per_sample_column(values: &[f64], like: &Tensor) -> Result<Tensor> {
+pub(crate) fn per_sample_column(values: &[f64], like: &Tensor) -> Result<Tensor> {
     let mut shape = vec![1usize; like.rank()];
     shape[0] = values.len();
     let t = Tensor::from_slice(values, values.len(), like.device())?

@@ -77,12 +77,20 @@ pub trait Scheduler: Send {
     /// The current inference timesteps, descending.
     fn timesteps(&self) -> &[usize];
 
-    /// Standard deviation of the initial noise x_T (1.0 for every scheduler here).
+    /// The timestep the model is called with at inference timestep `timestep`: the same number,
+    /// except for Euler's fractional float32 timesteps (see [`crate::euler_ancestral`]).
+    fn model_timestep(&self, timestep: usize) -> f64 {
+        timestep as f64
+    }
+
+    /// Standard deviation of the initial noise: samplers draw x_T ~ N(0, 1) and multiply it by
+    /// this, as diffusers' pipelines do (1.0 except for Euler's σ_max).
     fn init_noise_sigma(&self) -> f64 {
         1.0
     }
 
-    /// Input scaling before the model call (identity for DDPM, DDIM and DPM-Solver++).
+    /// Input scaling before the model call (identity for DDPM, DDIM and DPM-Solver++; Euler
+    /// divides by sqrt(σ² + 1)).
     fn scale_model_input(&self, sample: &Tensor, _timestep: usize) -> Result<Tensor> {
         Ok(sample.clone())
     }

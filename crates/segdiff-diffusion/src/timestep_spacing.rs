@@ -128,6 +128,50 @@ pub(crate) fn dpm_solver_timesteps(
     checked(ts, num_train_timesteps)
 }
 
+/// EulerAncestralDiscreteScheduler `set_timesteps(n)`: `n` descending float32 timesteps, as
+/// diffusers computes them in numpy ("linspace" ones are fractional: `linspace(0, T-1, n)`).
+pub(crate) fn euler_timesteps(
+    spacing: TimestepSpacing,
+    num_train_timesteps: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Result<Vec<f32>> {
+    check_steps(n, num_train_timesteps)?;
+    let ts: Vec<f32> = match spacing {
+        TimestepSpacing::Linspace => np_linspace_from_zero((num_train_timesteps - 1) as f64, n)
+            .into_iter()
+            .rev()
+            .map(|t| t as f32)
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = num_train_timesteps / n;
+            (0..n)
+                .rev()
+                .map(|i| (i * ratio) as f32 + steps_offset as f32)
+                .collect()
+        }
+        TimestepSpacing::Trailing => {
+            let ratio = num_train_timesteps as f64 / n as f64;
+            np_arange_down_to_zero(num_train_timesteps as f64, ratio)
+                .into_iter()
+                .map(|x| x.round_ties_even() as f32 - 1.0f32)
+                .collect()
+        }
+    };
+    // diffusers' `np.interp` would clamp a timestep past the table ("leading" with an offset);
+    // like DDIM here, we refuse it.
+    match ts
+        .iter()
+        .find(|&&t| t as f64 > (num_train_timesteps - 1) as f64)
+    {
+        Some(&t) => Err(DiffusionError::TimestepOutOfRange {
+            timestep: t.round_ties_even() as usize,
+            num_train_timesteps,
+        }),
+        None => Ok(ts),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +201,20 @@ mod tests {
         assert_eq!(round_to_timestep(v[10]), 500);
         assert_eq!(round_to_timestep(2.5), 2);
         assert_eq!(round_to_timestep(3.5), 4);
+    }
+
+    #[test]
+    fn euler_linspace_timesteps_are_fractional_float32() {
+        // diffusers: np.linspace(0, 999, 20, dtype=np.float32)[::-1]
+        let t = euler_timesteps(TimestepSpacing::Linspace, 1000, 20, 0).unwrap();
+        assert_eq!(&t[..3], &[999.0, 946.4211, 893.8421]);
+        assert_eq!(t[19], 0.0);
+        let lead = euler_timesteps(TimestepSpacing::Leading, 1000, 10, 1).unwrap();
+        assert_eq!(lead[0], 901.0);
+        assert_eq!(lead[9], 1.0);
+        let trail = euler_timesteps(TimestepSpacing::Trailing, 1000, 3, 0).unwrap();
+        assert_eq!(trail, vec![999.0, 666.0, 332.0]);
+        assert!(euler_timesteps(TimestepSpacing::Leading, 1000, 1000, 1).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Parity with diffusers 0.42.1 on the committed oracle tensors (tests/fixtures/README.md):
-//! every entry of schedulers.safetensors and dpmsolver.safetensors that needs no real UNet.
+//! every entry of schedulers.safetensors, dpmsolver.safetensors, sde_dpmsolver.safetensors and
+//! euler_ancestral.safetensors that needs no real UNet.
 //! Tolerances from the shared fixtures README: one step atol 1e-4, fake-ε loops end to end 1e-3.
 
 use std::collections::HashMap;
@@ -8,8 +9,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use segdiff_diffusion::{
     encode_mask, guided_sample, DdimConfig, DdimScheduler, DdpmConfig, DdpmScheduler,
-    DpmSolverMultistepConfig, DpmSolverMultistepScheduler, MaskEncoding, SamplingOptions,
-    Scheduler, SchedulerConfig, StepNoise,
+    DpmSolverMultistepConfig, DpmSolverMultistepScheduler, EulerAncestralConfig,
+    EulerAncestralScheduler, MaskEncoding, SamplingOptions, Scheduler, SchedulerConfig, StepNoise,
 };
 
 const STEP_ATOL: f64 = 1e-4;
@@ -202,8 +203,8 @@ fn ddim_timesteps_steps_and_variance() {
 }
 
 /// The oracle's closed-form stand-in for the network: ε = 0.5·x[:, :1] + 10·x[:, 1:] − 0.3·sin(t/100)
-/// (t as float32, as `torch.tensor(float(t)) / 100.0`).
-fn fake_eps(input: &Tensor, t: usize) -> candle_core::Result<Tensor> {
+/// (t as float32, as `torch.tensor(float(t)) / 100.0`; Euler's t is a fractional float32).
+fn fake_eps(input: &Tensor, t: f64) -> candle_core::Result<Tensor> {
     let img = input.narrow(1, 0, 1)?;
     let mask = input.narrow(1, 1, 1)?;
     let s = ((t as f32) / 100.0f32).sin();
@@ -332,7 +333,7 @@ fn single_channel_mask_matches_oracle_mask() {
 }
 
 /// [`fake_eps`] on the image `x` with the loop's mask channel.
-fn fake_eps_on(x: &Tensor, mask: &Tensor, t: usize) -> Tensor {
+fn fake_eps_on(x: &Tensor, mask: &Tensor, t: f64) -> Tensor {
     fake_eps(&Tensor::cat(&[x, mask], 1).unwrap(), t).unwrap()
 }
 
@@ -364,7 +365,7 @@ fn sde_dpm_solver_pp_loops_with_stored_noise() {
             let mut traj = Vec::new();
             for (i, &t) in ts.iter().enumerate() {
                 let z = noise.narrow(0, i, 1).unwrap();
-                let e = fake_eps_on(&x, mask, t);
+                let e = fake_eps_on(&x, mask, t as f64);
                 x = dpm
                     .step(&e, t, &x, StepNoise::Tensor(&z))
                     .unwrap()
@@ -389,7 +390,7 @@ fn sde_dpm_solver_pp_loops_with_stored_noise() {
                     want.narrow(0, i - 1, 1).unwrap()
                 };
                 let z = noise.narrow(0, i, 1).unwrap();
-                let e = fake_eps_on(&x_prev, mask, t);
+                let e = fake_eps_on(&x_prev, mask, t as f64);
                 let got = dpm
                     .step(&e, t, &x_prev, StepNoise::Tensor(&z))
                     .unwrap()
@@ -408,8 +409,121 @@ fn sde_dpm_solver_pp_loops_with_stored_noise() {
             })
             .unwrap();
             dpm.set_timesteps(steps).unwrap();
-            let e = fake_eps_on(x_t, mask, ts[0]);
+            let e = fake_eps_on(x_t, mask, ts[0] as f64);
             assert!(dpm.step(&e, ts[0], x_t, StepNoise::None).is_err());
         }
+    }
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.to_vec1::<f32>().unwrap()
+}
+
+/// Distance in units of the last place between two finite non-negative floats.
+fn ulp_distance(a: f32, b: f32) -> u32 {
+    a.to_bits().abs_diff(b.to_bits())
+}
+
+#[test]
+fn euler_ancestral_loops_with_stored_noise() {
+    let sched = fixture("schedulers.safetensors");
+    let f = fixture("euler_ancestral.safetensors");
+    // the oracle's config (euler_ancestral_meta.json) is diffusers' default for this class
+    let meta = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/euler_ancestral_meta.json"),
+    )
+    .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    let mut cfg = meta["scheduler"].clone();
+    cfg["_class_name"] = "EulerAncestralDiscreteScheduler".into();
+    assert_eq!(
+        SchedulerConfig::from_value(&cfg).unwrap(),
+        SchedulerConfig::EulerAncestral(EulerAncestralConfig::default())
+    );
+    let (x_t, mask) = (get(&sched, "loop.x_T"), get(&sched, "loop.mask"));
+    for steps in [10usize, 20, 50] {
+        let key = format!("euler_a.{steps}");
+        let mut euler = EulerAncestralScheduler::new(EulerAncestralConfig::default()).unwrap();
+        euler.set_timesteps(steps).unwrap();
+        // Tables: diffusers' float32 timesteps (numpy) bit for bit; σ and init_noise_sigma within
+        // one ulp: torch's CPU f32 sqrt of the training σ table is not correctly rounded (it is
+        // one ulp off for ~15% of inputs on AVX-512), ours is.
+        let want_t = f32s(get(&f, &format!("{key}.timesteps")));
+        assert_eq!(
+            euler.model_timesteps(),
+            want_t.as_slice(),
+            "{key} timesteps"
+        );
+        let want_s = f32s(get(&f, &format!("{key}.sigmas")));
+        assert_eq!(euler.sigmas().len(), want_s.len());
+        let ulps = euler
+            .sigmas()
+            .iter()
+            .zip(&want_s)
+            .map(|(a, b)| ulp_distance(*a, *b))
+            .max()
+            .unwrap_or(0);
+        let abs = euler
+            .sigmas()
+            .iter()
+            .zip(&want_s)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{key} sigmas: max err {ulps} ulp, {abs:.3e} abs (at most 1 ulp expected)");
+        assert!(ulps <= 1, "{key} sigmas: {ulps} ulp");
+        let want_init = f32s(get(&f, &format!("{key}.init_noise_sigma")))[0];
+        let init = euler.init_noise_sigma() as f32;
+        assert!(
+            ulp_distance(init, want_init) <= 1,
+            "{key}: {init} vs {want_init}"
+        );
+        let ts = euler.timesteps().to_vec();
+        for (&k, &t) in ts.iter().zip(&want_t) {
+            assert_eq!(euler.model_timestep(k), t as f64);
+        }
+
+        let noise = get(&f, &format!("{key}.noise"));
+        let want = get(&f, &format!("{key}.trajectory"));
+        let step = |euler: &mut EulerAncestralScheduler, x: &Tensor, i: usize, t: usize| {
+            let input = euler.scale_model_input(x, t).unwrap();
+            let e = fake_eps_on(&input, mask, euler.model_timestep(t));
+            let z = noise.narrow(0, i, 1).unwrap();
+            euler
+                .step(&e, t, x, StepNoise::Tensor(&z))
+                .unwrap()
+                .prev_sample
+        };
+        // End to end from x_T·init_noise_sigma with the oracle's noise.
+        let mut x = x_t.affine(euler.init_noise_sigma(), 0.0).unwrap();
+        let mut traj = Vec::new();
+        for (i, &t) in ts.iter().enumerate() {
+            x = step(&mut euler, &x, i, t);
+            traj.push(x.clone());
+        }
+        let traj = Tensor::cat(&traj, 0).unwrap();
+        assert_close(
+            &format!("{key} final"),
+            &x,
+            get(&f, &format!("{key}.final")),
+            LOOP_ATOL,
+        );
+        assert_close(&format!("{key} trajectory"), &traj, want, LOOP_ATOL);
+        // Teacher-forced: each step from the oracle's previous state, one step's tolerance.
+        let x_init = x_t.affine(euler.init_noise_sigma(), 0.0).unwrap();
+        let mut step_err = 0f64;
+        for (i, &t) in ts.iter().enumerate() {
+            let x_prev = if i == 0 {
+                x_init.clone()
+            } else {
+                want.narrow(0, i - 1, 1).unwrap()
+            };
+            let got = step(&mut euler, &x_prev, i, t);
+            step_err = step_err.max(max_abs(&got, &want.narrow(0, i, 1).unwrap()));
+        }
+        println!("{key} teacher-forced steps: max abs err {step_err:.3e} (atol {STEP_ATOL:.0e})");
+        assert!(step_err <= STEP_ATOL, "{key}: {step_err:.3e}");
+        // Without noise the stochastic step refuses to run.
+        let e = fake_eps_on(&x_init, mask, euler.model_timestep(ts[0]));
+        assert!(euler.step(&e, ts[0], &x_init, StepNoise::None).is_err());
     }
 }

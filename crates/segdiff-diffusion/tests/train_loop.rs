@@ -382,7 +382,7 @@ fn train_and_sample(guided: bool, steps: usize) -> f64 {
         .unwrap();
     let model = t.model().clone();
     let mut eps =
-        |inp: &Tensor, ts: usize| model.forward(inp, &Tensor::new(ts as i64, &Device::Cpu)?);
+        |inp: &Tensor, ts: f64| model.forward(inp, &Tensor::new(ts as f32, &Device::Cpu)?);
     let out = guided_sample(
         sched.as_mut(),
         &mut eps,

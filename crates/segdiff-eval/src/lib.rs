@@ -18,6 +18,8 @@
 //!   [`paper_eval::PaperEvalReport`]. It drives segdiff-diffusion's sampler and reads the
 //!   dataset through segdiff-data ([`SplitData`]); generated images and label maps go to disk
 //!   through [`png_files`].
+//! - Choosing a sampler ([`sampler_sweep`]): every sampler × step count on the same masks and
+//!   seed, scored by network calls, time, Dice and FID, with the Pareto front in (calls, Dice).
 //!
 //! Not here: the sampling loop itself (segdiff-diffusion), decoding datasets (segdiff-data), the
 //! diffusion training loop, progress bars and CLI wiring. Errors are [`EvalError`].
@@ -36,6 +38,7 @@ mod label_maps;
 pub mod monai_unet;
 pub mod paper_eval;
 pub mod png_files;
+pub mod sampler_sweep;
 pub mod seg_loss;
 pub mod segmenter;
 pub mod segmenter_training;

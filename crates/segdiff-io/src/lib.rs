@@ -8,10 +8,12 @@
 //!   Pillow's `convert("L")` makes them ([`pil_luma`]), which is what the official Python code
 //!   sees, whichever command reads the file.
 //! - [`picture`]: pictures a person looks at: masks in class colours, overlays, grids.
+//! - [`chart`]: charts drawn with plotters (line charts; the bundled font every plot uses).
 //!
 //! Not here: anything about tensors, datasets or models.
 
 pub mod atomic_file;
+pub mod chart;
 pub mod image_file;
 pub mod picture;
 

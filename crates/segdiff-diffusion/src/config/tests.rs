@@ -147,7 +147,7 @@ fn save_and_load_through_a_directory() {
 }
 
 /// A config of each class with every implemented field off its default.
-fn non_default_configs() -> [SchedulerConfig; 3] {
+fn non_default_configs() -> [SchedulerConfig; 4] {
     let schedule = TrainSchedule {
         num_train_timesteps: 500,
         beta_start: 0.00085,
@@ -178,6 +178,15 @@ fn non_default_configs() -> [SchedulerConfig; 3] {
             set_alpha_to_one: false,
             timestep_spacing: TimestepSpacing::Linspace,
         }),
+        // Its class has no thresholding fields: those stay at their defaults (not written).
+        SchedulerConfig::EulerAncestral(EulerAncestralConfig {
+            schedule: TrainSchedule {
+                dynamic_thresholding_ratio: 0.995,
+                sample_max_value: 1.0,
+                ..schedule.clone()
+            },
+            timestep_spacing: TimestepSpacing::Leading,
+        }),
         SchedulerConfig::DpmSolverMultistep(DpmSolverMultistepConfig {
             schedule,
             solver_order: 1,
@@ -200,6 +209,10 @@ fn every_class_round_trips_with_the_keys_diffusers_writes() {
     let meta: Value =
         serde_json::from_str(include_str!("../../tests/fixtures/schedulers_meta.json")).unwrap();
     let dpm: Value = serde_json::from_str(&quote_non_finite_tokens(META_DPM)).unwrap();
+    let euler: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/euler_ancestral_meta.json"
+    ))
+    .unwrap();
     // diffusers' own keys, without the `_class_name`-style bookkeeping
     let keys = |v: &Value| {
         let mut k: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -214,6 +227,7 @@ fn every_class_round_trips_with_the_keys_diffusers_writes() {
             SchedulerKind::Ddpm => &meta["ddpm_config"],
             SchedulerKind::Ddim => &meta["ddim_config"],
             SchedulerKind::DpmSolverMultistep => &dpm,
+            SchedulerKind::EulerAncestralDiscrete => &euler["scheduler"],
         };
         assert_eq!(keys(&c.to_value()), keys(reference), "{:?}", c.kind());
     }
@@ -279,4 +293,51 @@ fn build_rejects_what_load_rejects() {
         msg.contains("`trained_betas`") && msg.contains("an array of 1000 values"),
         "{msg}"
     );
+}
+
+#[test]
+fn euler_ancestral_reads_and_writes_its_class_fields() {
+    let c = SchedulerConfig::from_json_str(
+        r#"{"_class_name": "EulerAncestralDiscreteScheduler", "thresholding": true,
+            "sample_max_value": 3.0}"#,
+    )
+    .unwrap();
+    // diffusers ignores fields the class does not have, thresholding included
+    assert_eq!(
+        c,
+        SchedulerConfig::EulerAncestral(EulerAncestralConfig::default())
+    );
+    assert_eq!(
+        EulerAncestralConfig::default().timestep_spacing,
+        TimestepSpacing::Linspace
+    );
+    let text = c.to_json_string();
+    assert!(
+        text.contains(r#""_class_name": "EulerAncestralDiscreteScheduler""#),
+        "{text}"
+    );
+    assert!(!text.contains("thresholding"), "{text}");
+    assert_eq!(SchedulerConfig::from_json_str(&text).unwrap(), c);
+    assert!(c.build().is_ok());
+    // from DDPM, as diffusers' `EulerAncestralDiscreteScheduler.from_config`
+    let SchedulerConfig::EulerAncestral(e) = SchedulerConfig::Ddpm(DdpmConfig::default())
+        .convert_to(SchedulerKind::EulerAncestralDiscrete)
+        .unwrap()
+    else {
+        panic!("wrong kind")
+    };
+    assert_eq!(e.timestep_spacing, TimestepSpacing::Leading);
+    for (field, value) in [
+        ("prediction_type", r#""sample""#),
+        ("rescale_betas_zero_snr", "true"),
+        ("timestep_spacing", r#""uniform""#),
+    ] {
+        let json =
+            format!(r#"{{"_class_name": "EulerAncestralDiscreteScheduler", "{field}": {value}}}"#);
+        let err = SchedulerConfig::from_json_str(&json).unwrap_err();
+        assert!(
+            matches!(&err, DiffusionError::UnsupportedConfigValue { field: f, .. } if f == field),
+            "{json}: {err}"
+        );
+    }
 }

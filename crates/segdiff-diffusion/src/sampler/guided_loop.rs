@@ -1,6 +1,8 @@
 //! The segmentation-guided sampling loop of the paper's `SegGuidedDDIMPipeline` /
 //! `SegGuidedDDPMPipeline`: at each timestep concatenate the mask channels to the current image,
-//! call the ε-model, drop the mask, and take a scheduler step; finally map to [0, 1].
+//! call the ε-model, drop the mask, and take a scheduler step; finally map to [0, 1]. As in
+//! diffusers' Stable Diffusion pipelines, x_T is scaled by the scheduler's `init_noise_sigma` and
+//! the model input goes through `scale_model_input` (both identities except for Euler).
 
 use candle_core::Tensor;
 use rand::RngCore;
@@ -11,15 +13,16 @@ use crate::scheduler::{Scheduler, StepNoise};
 /// The denoising network as the sampling loop sees it.
 pub trait EpsModel {
     /// Model output for `input` = cat[x_t, condition] along channels (N, C_img + C_cond, H, W) at
-    /// diffusion timestep `timestep` (the same for the whole batch); returns (N, C_img, H, W).
-    fn predict(&mut self, input: &Tensor, timestep: usize) -> candle_core::Result<Tensor>;
+    /// diffusion timestep `timestep` (the same for the whole batch; [`Scheduler::model_timestep`],
+    /// a whole number except for Euler's fractional timesteps); returns (N, C_img, H, W).
+    fn predict(&mut self, input: &Tensor, timestep: f64) -> candle_core::Result<Tensor>;
 }
 
 impl<F> EpsModel for F
 where
-    F: FnMut(&Tensor, usize) -> candle_core::Result<Tensor>,
+    F: FnMut(&Tensor, f64) -> candle_core::Result<Tensor>,
 {
-    fn predict(&mut self, input: &Tensor, timestep: usize) -> candle_core::Result<Tensor> {
+    fn predict(&mut self, input: &Tensor, timestep: f64) -> candle_core::Result<Tensor> {
         self(input, timestep)
     }
 }
@@ -57,8 +60,9 @@ pub struct GuidedSample {
     pub trajectory: Option<Tensor>,
 }
 
-/// Runs the guided reverse process from `x_t` (N, C, H, W) with mask channels `condition`
-/// (N, C_cond, H, W) or none (unconditional model). `rng` feeds stochastic steps (DDPM, DDIM η > 0);
+/// Runs the guided reverse process from the standard-normal draw `x_t` (N, C, H, W), scaled by
+/// the scheduler's `init_noise_sigma`, with mask channels `condition` (N, C_cond, H, W) or none
+/// (unconditional model). `rng` feeds stochastic steps (DDPM, DDIM η > 0);
 /// deterministic runs may pass `None`.
 pub fn guided_sample(
     scheduler: &mut dyn Scheduler,
@@ -114,7 +118,7 @@ pub fn guided_sample_with_progress(
         None => None,
     };
     let timesteps = scheduler.timesteps().to_vec();
-    let mut x = x_t.clone();
+    let mut x = scale_initial_noise(scheduler, x_t)?;
     let mut trajectory = Vec::with_capacity(if options.record_trajectory {
         timesteps.len()
     } else {
@@ -126,7 +130,7 @@ pub fn guided_sample_with_progress(
             Some(c) => Tensor::cat(&[&scaled, c], 1)?,
             None => scaled,
         };
-        let eps = model.predict(&input, t)?;
+        let eps = model.predict(&input, scheduler.model_timestep(t))?;
         if eps.dims() != x.dims() {
             return Err(DiffusionError::ShapeMismatch {
                 what: "model output (must match the image, without mask channels)",
@@ -157,6 +161,16 @@ pub fn guided_sample_with_progress(
     })
 }
 
+/// x_T = `init_noise_sigma`·z for a standard-normal `z`, as diffusers' `latents *
+/// scheduler.init_noise_sigma` (a float32 product; `z` itself when the sigma is 1).
+pub(crate) fn scale_initial_noise(scheduler: &dyn Scheduler, z: &Tensor) -> Result<Tensor> {
+    let sigma = scheduler.init_noise_sigma();
+    if sigma == 1.0 {
+        return Ok(z.clone());
+    }
+    crate::scheduler::mul_scalar(z, sigma as f32)
+}
+
 /// `(x/2 + 0.5).clamp(0, 1)`: diffusers pipelines' map from [-1, 1] to [0, 1].
 pub fn to_image01(x: &Tensor) -> Result<Tensor> {
     Ok(x.affine(0.5, 0.5)?.clamp(0.0, 1.0)?)
@@ -170,7 +184,7 @@ mod tests {
     use candle_core::{DType, Device};
     use rand::SeedableRng;
 
-    fn eps_model(input: &Tensor, _t: usize) -> candle_core::Result<Tensor> {
+    fn eps_model(input: &Tensor, _t: f64) -> candle_core::Result<Tensor> {
         input.narrow(1, 0, 1)? * 0.1
     }
 
@@ -237,7 +251,7 @@ mod tests {
     fn model_output_with_mask_channels_is_rejected() {
         let x_t = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
         let cond = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
-        let mut identity = |input: &Tensor, _t: usize| Ok(input.clone());
+        let mut identity = |input: &Tensor, _t: f64| Ok(input.clone());
         let mut sched = SchedulerConfig::Ddim(Default::default()).build().unwrap();
         let err = guided_sample(
             sched.as_mut(),

@@ -26,7 +26,7 @@ use segdiff_unet::UNet2DModel;
 use crate::config::SchedulerConfig;
 use crate::error::{DiffusionError, Result};
 use crate::model_dir::{ConditioningMeta, SegdiffModel};
-use crate::sampler::guided_loop::{to_image01, EpsModel};
+use crate::sampler::guided_loop::{scale_initial_noise, to_image01, EpsModel};
 use crate::scheduler::{Scheduler, StepNoise};
 
 pub use image_rng::{image_rng, initial_noise, NoiseStream};
@@ -89,7 +89,8 @@ impl MixPoint {
 /// [`NoiseStream::Interpolation`]), take x̃ = (1−λ)·x_gen(t̃) + λ·x_real(t̃), denoise on to 0.
 ///
 /// With DPM-Solver++ the step after the mix still uses the multistep history of the generated
-/// trajectory, as a scheduler that is not told about the jump would.
+/// trajectory, as a scheduler that is not told about the jump would. With Euler the latents live
+/// in its σ parameterisation (x0 + σ·ε) and its `add_noise` noises the real image the same way.
 #[derive(Clone, Debug)]
 pub struct LatentInterpolation {
     /// Real images in [-1, 1], (M, C, H, W): one per mask (per unconditional slot), shared by
@@ -104,9 +105,9 @@ pub struct LatentInterpolation {
 /// Settings of a sampling run.
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
-    /// DDIM (paper default), DDPM, or DPM-Solver++ 2M in its ODE or SDE form.
+    /// DDIM (paper default), DDPM, DPM-Solver++ 2M in its ODE or SDE form, or Euler ancestral.
     pub scheduler: SamplerKind,
-    /// Inference steps; `None` = [`default_steps`] (50 / 1000 / 20).
+    /// Inference steps; `None` = [`default_steps`] (50 / 1000 / 20 / 30).
     pub steps: Option<usize>,
     /// DDIM η (0 = deterministic, the paper's setting); must be 0 for the other schedulers.
     pub eta: f64,
@@ -127,8 +128,9 @@ pub struct SampleOptions {
     pub empty_mask: bool,
     /// Generate only this shard's images (see [`Shard::image_range`]).
     pub shard: Option<Shard>,
-    /// x_T of every image of the run, (total, C, H, W) in global order (also when sharded),
-    /// replacing the seeded draw; other noise still comes from the seed.
+    /// The standard-normal draw of every image of the run, (total, C, H, W) in global order
+    /// (also when sharded), replacing the seeded draw (x_T is it times the scheduler's
+    /// `init_noise_sigma`); other noise still comes from the seed.
     pub init_noise: Option<Tensor>,
     /// Latent interpolation toward real images.
     pub interpolation: Option<LatentInterpolation>,
@@ -194,8 +196,9 @@ pub struct SampleOutput {
 }
 
 /// A [`UNet2DModel`] as an [`EpsModel`]: casts the input to the network's dtype, passes the
-/// timestep as a 0-d i64 tensor like the diffusers pipelines, and returns the output in the
-/// input's dtype.
+/// timestep as a 0-d f32 tensor, and returns the output in the input's dtype. (The diffusers
+/// pipelines pass the scheduler's timestep tensor, i64 or, for Euler, fractional f32; the UNet's
+/// sinusoidal embedding casts it to f32 either way, so whole timesteps embed as before.)
 pub struct UnetDenoiser<'a> {
     unet: &'a UNet2DModel,
     dtype: DType,
@@ -209,8 +212,8 @@ impl<'a> UnetDenoiser<'a> {
 }
 
 impl EpsModel for UnetDenoiser<'_> {
-    fn predict(&mut self, input: &Tensor, timestep: usize) -> candle_core::Result<Tensor> {
-        let t = Tensor::new(timestep as i64, input.device())?;
+    fn predict(&mut self, input: &Tensor, timestep: f64) -> candle_core::Result<Tensor> {
+        let t = Tensor::new(timestep as f32, input.device())?;
         let out = self.unet.forward(&input.to_dtype(self.dtype)?, &t)?;
         // Sampling never back-propagates: with trainable weights (training previews) the graph
         // would otherwise chain every step's activations to the next one and keep them alive.
@@ -311,7 +314,8 @@ struct SamplingRun<'o> {
     scheduler: Box<dyn Scheduler>,
     steps: usize,
     timesteps: Vec<usize>,
-    /// Whether scheduler steps draw noise (DDPM, DDIM with η > 0).
+    /// Whether scheduler steps draw noise (DDPM, DDIM with η > 0, SDE-DPM-Solver++, Euler
+    /// ancestral).
     stochastic: bool,
     /// Mask guidance scale (`None` for plain conditioning, w = 1 included).
     guidance: Option<f64>,
@@ -402,13 +406,16 @@ impl<'o> SamplingRun<'o> {
         let spm = self.options.samples_per_mask;
         let rows: Vec<u32> = batch.clone().map(|g| (g / spm) as u32).collect();
         let rows = Tensor::from_vec(rows, n, &device)?;
-        let mut x = match &self.options.init_noise {
+        let z = match &self.options.init_noise {
             Some(x_t) => x_t
                 .narrow(0, batch.start, n)?
                 .to_dtype(DType::F32)?
                 .to_device(&device)?,
             None => draw_batch(&mut self.rngs(&batch, NoiseStream::Initial), shape, &device)?,
         };
+        // Resets multistep state (DPM-Solver++) for the new batch.
+        self.scheduler.set_timesteps(self.steps)?;
+        let mut x = scale_initial_noise(self.scheduler.as_ref(), &z)?;
         let cond = match &self.condition {
             Some(c) => Some(c.index_select(&rows, 0)?),
             None => None,
@@ -422,8 +429,6 @@ impl<'o> SamplingRun<'o> {
         } else {
             Vec::new()
         };
-        // Resets multistep state (DPM-Solver++) for the new batch.
-        self.scheduler.set_timesteps(self.steps)?;
         let timesteps = self.timesteps.clone();
         for (i, &t) in timesteps.iter().enumerate() {
             if let Some((k, lambda, real)) = &self.mix {
@@ -472,7 +477,7 @@ fn predict(
         Some(c) => Tensor::cat(&[&scaled, c], 1)?,
         None => scaled,
     };
-    let eps = denoiser.predict(&input, t)?;
+    let eps = denoiser.predict(&input, scheduler.model_timestep(t))?;
     if eps.dims() != x.dims() {
         return Err(DiffusionError::ShapeMismatch {
             what: "model output (must match the image, without mask channels)",

@@ -2,8 +2,8 @@
 //! one class (DPM-Solver++'s ODE and SDE forms), the variant.
 
 use crate::config::{
-    AlgorithmType, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, SchedulerConfig,
-    SchedulerKind, TrainSchedule,
+    AlgorithmType, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, EulerAncestralConfig,
+    SchedulerConfig, SchedulerKind, TrainSchedule,
 };
 
 /// A sampling algorithm.
@@ -17,15 +17,19 @@ pub enum SamplerKind {
     DpmSolverPlusPlus,
     /// SDE-DPM-Solver++ 2M: the stochastic form, fresh noise at every step.
     SdeDpmSolverPlusPlus,
+    /// Euler ancestral (k-diffusion's `euler_a`): Euler steps of the probability-flow ODE with
+    /// fresh noise at every step.
+    EulerAncestral,
 }
 
 impl SamplerKind {
     /// Every sampler, in the order the CLI lists them.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Ddim,
         Self::Ddpm,
         Self::DpmSolverPlusPlus,
         Self::SdeDpmSolverPlusPlus,
+        Self::EulerAncestral,
     ];
 
     /// The name the CLI uses (`--scheduler`).
@@ -35,6 +39,7 @@ impl SamplerKind {
             Self::Ddpm => "ddpm",
             Self::DpmSolverPlusPlus => "dpm++",
             Self::SdeDpmSolverPlusPlus => "dpm++sde",
+            Self::EulerAncestral => "euler-a",
         }
     }
 
@@ -46,16 +51,20 @@ impl SamplerKind {
             Self::DpmSolverPlusPlus | Self::SdeDpmSolverPlusPlus => {
                 SchedulerKind::DpmSolverMultistep
             }
+            Self::EulerAncestral => SchedulerKind::EulerAncestralDiscrete,
         }
     }
 
     /// Inference steps when none are given: 50 for DDIM (the paper), 1000 for DDPM (every
-    /// training timestep), 20 for the DPM-Solver++ forms (diffusers' usual fast setting).
+    /// training timestep), 20 for the DPM-Solver++ forms (diffusers' usual fast setting), 30 for
+    /// Euler ancestral (diffusers' documentation examples use 20–30; ancestral noise needs
+    /// somewhat more steps than the ODE solvers).
     pub fn default_steps(self) -> usize {
         match self {
             Self::Ddim => 50,
             Self::Ddpm => 1000,
             Self::DpmSolverPlusPlus | Self::SdeDpmSolverPlusPlus => 20,
+            Self::EulerAncestral => 30,
         }
     }
 
@@ -63,7 +72,7 @@ impl SamplerKind {
     pub fn is_stochastic(self, eta: f64) -> bool {
         match self {
             Self::Ddim => eta > 0.0,
-            Self::Ddpm | Self::SdeDpmSolverPlusPlus => true,
+            Self::Ddpm | Self::SdeDpmSolverPlusPlus | Self::EulerAncestral => true,
             Self::DpmSolverPlusPlus => false,
         }
     }
@@ -101,6 +110,10 @@ impl SamplerKind {
             }),
             Self::DpmSolverPlusPlus => dpm(AlgorithmType::DpmSolverPlusPlus),
             Self::SdeDpmSolverPlusPlus => dpm(AlgorithmType::SdeDpmSolverPlusPlus),
+            Self::EulerAncestral => SchedulerConfig::EulerAncestral(EulerAncestralConfig {
+                schedule: schedule.clone(),
+                ..EulerAncestralConfig::default()
+            }),
         }
     }
 }

@@ -36,7 +36,7 @@ fn masks() -> Tensor {
 }
 
 /// The fixtures' closed form, summed over mask channels: 0.5·x + 10·Σmask − 0.3·sin(t/100).
-fn fake_eps(input: &Tensor, t: usize) -> candle_core::Result<Tensor> {
+fn fake_eps(input: &Tensor, t: f64) -> candle_core::Result<Tensor> {
     let img = input.narrow(1, 0, 1)?;
     let c = input.dim(1)?;
     let m = if c > 1 {
@@ -45,7 +45,7 @@ fn fake_eps(input: &Tensor, t: usize) -> candle_core::Result<Tensor> {
         img.zeros_like()?
     };
     let s = ((img * 0.5)? + (m * 10.0)?)?;
-    s - 0.3 * (t as f64 / 100.0).sin()
+    s - 0.3 * (t / 100.0).sin()
 }
 
 fn run(meta: &ConditioningMeta, masks: &Tensor, o: &SampleOptions) -> SampleOutput {
@@ -89,6 +89,41 @@ fn default_steps_per_scheduler() {
     assert_eq!(default_steps(SamplerKind::Ddim), 50);
     assert_eq!(default_steps(SamplerKind::Ddpm), 1000);
     assert_eq!(default_steps(SamplerKind::DpmSolverPlusPlus), 20);
+    assert_eq!(default_steps(SamplerKind::EulerAncestral), 30);
+}
+
+/// Euler ancestral through the sampler: x_T = σ_max·z, the model sees x/sqrt(σ²+1) and diffusers'
+/// fractional timesteps, and the loop ends near the data scale.
+#[test]
+fn euler_ancestral_scales_the_noise_and_gets_float_timesteps() {
+    let z = Tensor::ones((3, 1, H, W), DType::F32, &Device::Cpu).unwrap();
+    let seen = std::cell::RefCell::new(Vec::new());
+    let mut model = |input: &Tensor, t: f64| {
+        let first: f32 = input.narrow(1, 0, 1)?.max_all()?.to_scalar()?;
+        seen.borrow_mut().push((t, first));
+        fake_eps(input, t)
+    };
+    let o = SampleOptions {
+        init_noise: Some(z),
+        ..opts(SamplerKind::EulerAncestral, 20)
+    };
+    let out = sample_images(
+        &mut model,
+        &SchedulerConfig::default(),
+        &meta("single", Some(4)),
+        SampleInput::Masks(&masks()),
+        &o,
+        &Device::Cpu,
+        &mut |_| {},
+    )
+    .unwrap();
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 20);
+    assert_eq!(seen[0].0, 999.0);
+    assert_eq!(seen[1].0, 946.4211f32 as f64);
+    // σ_max·1 / sqrt(σ_max² + 1) is just below 1
+    assert!((seen[0].1 - 1.0).abs() < 1e-4, "{}", seen[0].1);
+    assert_eq!(out.images01.dims(), &[3, 1, H, W]);
 }
 
 #[test]
@@ -149,6 +184,7 @@ fn stochastic_results_do_not_depend_on_batch_size_or_batch_mates() {
         (SamplerKind::Ddpm, 0.0),
         (SamplerKind::Ddim, 0.8),
         (SamplerKind::SdeDpmSolverPlusPlus, 0.0),
+        (SamplerKind::EulerAncestral, 0.0),
     ] {
         let base = SampleOptions {
             eta,
@@ -379,7 +415,7 @@ fn kept_classes_equal_a_hand_edited_mask() {
 #[test]
 fn encodings_and_unconditional_models_get_the_right_channels() {
     let seen = std::cell::RefCell::new(Vec::new());
-    let mut model = |input: &Tensor, t: usize| {
+    let mut model = |input: &Tensor, t: f64| {
         seen.borrow_mut().push(input.dim(1)?);
         fake_eps(input, t)
     };
@@ -456,7 +492,7 @@ fn interpolation_mixes_at_the_chosen_step() {
         .unwrap();
     let inputs = |lambda: f64| {
         let recorded = std::cell::RefCell::new(Vec::new());
-        let mut model = |input: &Tensor, t: usize| {
+        let mut model = |input: &Tensor, t: f64| {
             recorded.borrow_mut().push(input.narrow(1, 0, 1)?.copy()?);
             fake_eps(input, t)
         };

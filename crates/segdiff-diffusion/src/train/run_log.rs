@@ -5,19 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
+use segdiff_io::chart::register_font;
 
 use super::step_loop::StepLog;
 use crate::{DiffusionError, Result};
-
-static FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
-
-fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // The font is compiled in; it parses, so registration cannot fail.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
 
 /// `train_log.csv`: `step,epoch,loss,lr,grad_norm` and the method's loss terms.
 pub struct LossLog {

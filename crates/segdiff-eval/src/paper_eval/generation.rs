@@ -445,7 +445,7 @@ mod tests {
     }
 
     /// Element-wise, so exactly batch-invariant: 0.5·x + 0.1·Σ mask channels − 0.3·sin(t/100).
-    fn fake_eps(input: &Tensor, t: usize) -> candle_core::Result<Tensor> {
+    fn fake_eps(input: &Tensor, t: f64) -> candle_core::Result<Tensor> {
         let img = input.narrow(1, 0, 1)?;
         let c = input.dim(1)?;
         let m = if c > 1 {
@@ -453,7 +453,7 @@ mod tests {
         } else {
             img.zeros_like()?
         };
-        ((img * 0.5)? + (m * 0.1)?)? - 0.3 * (t as f64 / 100.0).sin()
+        ((img * 0.5)? + (m * 0.1)?)? - 0.3 * (t / 100.0).sin()
     }
 
     fn meta(guided: bool) -> ConditioningMeta {
