@@ -17,7 +17,9 @@ use segdiff_unet::{
     cpu_kernels, expected_parameters, model_from_tensors, UNet2DConfig, UNet2DModel,
 };
 
+mod marked_section;
 mod report;
+pub mod sweep;
 pub mod torch;
 mod torch_worker;
 
@@ -507,6 +509,11 @@ pub fn run(
         &crate::data_bench::section()?,
         torch_section.as_deref(),
     );
+    // The sampler sweep is measured on its own (`--sweep`); a full run keeps it.
+    let md = match sweep::MARKERS.existing(out) {
+        Some(section) => sweep::MARKERS.replace(&md, &section),
+        None => md,
+    };
     segdiff_io::write_bytes_atomic(out, md.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());

@@ -72,6 +72,13 @@ enum Command {
         /// written to the report (to check one change quickly).
         #[arg(long, requires = "torch", value_name = "TEXT")]
         torch_case: Option<String>,
+        /// Only run the sampler sweep on the bundled model (`segdiff sweep-samplers`, ~10 min on
+        /// 2 cores) and replace that section of the report (and bench/sweep-mni-demo.png).
+        #[arg(long)]
+        sweep: bool,
+        /// With --sweep: take the sweep folder DIR (sweep.md, sweep.png) instead of running it.
+        #[arg(long, requires = "sweep", value_name = "DIR")]
+        sweep_from: Option<PathBuf>,
         /// Internal: peak RSS of loading MODEL and two forwards on INPUTS, in a fresh process.
         #[arg(long, hide = true, num_args = 2, value_names = ["MODEL", "INPUTS"])]
         peak_rss_child: Option<Vec<PathBuf>>,
@@ -104,6 +111,12 @@ fn main() -> Result<()> {
             out,
             ..
         } => data_bench::update(&workspace_root().join(out)),
+        Command::Bench {
+            sweep: true,
+            sweep_from,
+            out,
+            ..
+        } => bench::sweep::update(&workspace_root().join(out), sweep_from.as_deref()),
         Command::Bench {
             runs,
             quick,

@@ -5,46 +5,28 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::super::marked_section::Markers;
 use super::super::median;
 use super::super::report::{fmt_time, machine};
 use super::{Row, Runs};
 
 /// Marks the section so `cargo xtask bench --torch-only` can replace it in place.
-pub const START: &str = "<!-- torch:start -->";
-/// End of the section.
-pub const END: &str = "<!-- torch:end -->";
+pub const MARKERS: Markers = Markers {
+    start: "<!-- torch:start -->",
+    end: "<!-- torch:end -->",
+};
+const START: &str = MARKERS.start;
+const END: &str = MARKERS.end;
 
 /// The PyTorch section of an existing report (markers included), so a bench run without
 /// `--torch` keeps it.
 pub fn existing_section(out: &Path) -> Option<String> {
-    let old = std::fs::read_to_string(out).ok()?;
-    let (a, b) = (old.find(START)?, old.find(END)?);
-    (b > a).then(|| format!("\n{}\n", &old[a..b + END.len()]))
+    MARKERS.existing(out)
 }
 
 /// `old` with its PyTorch section replaced by `section`, or with `section` appended.
 pub(super) fn replace_section(old: &str, section: &str) -> String {
-    let section = section.trim_matches('\n');
-    let (before, after) = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => (&old[..a], &old[b + END.len()..]),
-        _ => (old, ""),
-    };
-    let (before, after) = (
-        before.trim_end_matches('\n'),
-        after.trim_start_matches('\n'),
-    );
-    let mut text = String::new();
-    if !before.is_empty() {
-        text.push_str(before);
-        text.push_str("\n\n");
-    }
-    text.push_str(section);
-    text.push('\n');
-    if !after.is_empty() {
-        text.push('\n');
-        text.push_str(after);
-    }
-    text
+    MARKERS.replace(old, section)
 }
 
 /// How the section's numbers were taken, its first paragraph.
