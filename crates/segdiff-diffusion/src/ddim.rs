@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use crate::config::{DdimConfig, PredictionType, SchedulerConfig, SchedulerKind};
+use crate::config::{DdimConfig, SchedulerConfig};
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::NoiseSchedule;
 use crate::scheduler::{
@@ -76,20 +76,12 @@ impl DdimScheduler {
 }
 
 impl Scheduler for DdimScheduler {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Ddim
-    }
-
     fn config(&self) -> SchedulerConfig {
         SchedulerConfig::Ddim(self.config.clone())
     }
 
     fn noise_schedule(&self) -> &NoiseSchedule {
         &self.schedule
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.schedule.prediction_type
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use candle_core::Tensor;
 
-use crate::config::{DdpmConfig, PredictionType, SchedulerConfig, SchedulerKind, VarianceType};
+use crate::config::{DdpmConfig, SchedulerConfig, VarianceType};
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::NoiseSchedule;
 use crate::scheduler::{
@@ -92,20 +92,12 @@ struct StepCoefficients {
 }
 
 impl Scheduler for DdpmScheduler {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Ddpm
-    }
-
     fn config(&self) -> SchedulerConfig {
         SchedulerConfig::Ddpm(self.config.clone())
     }
 
     fn noise_schedule(&self) -> &NoiseSchedule {
         &self.schedule
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.schedule.prediction_type
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
@@ -164,6 +156,7 @@ impl Scheduler for DdpmScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PredictionType;
     use crate::random::randn;
     use candle_core::{DType, Device};
     use rand::SeedableRng;

@@ -10,7 +10,7 @@ use candle_core::Tensor;
 
 use crate::config::{
     AlgorithmType, DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SchedulerConfig,
-    SchedulerKind, SolverType,
+    SolverType,
 };
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::NoiseSchedule;
@@ -234,20 +234,12 @@ impl DpmSolverMultistepScheduler {
 }
 
 impl Scheduler for DpmSolverMultistepScheduler {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::DpmSolverMultistep
-    }
-
     fn config(&self) -> SchedulerConfig {
         SchedulerConfig::DpmSolverMultistep(self.config.clone())
     }
 
     fn noise_schedule(&self) -> &NoiseSchedule {
         &self.schedule
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.schedule.prediction_type
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {

@@ -17,9 +17,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::config::{
-    EulerAncestralConfig, PredictionType, SchedulerConfig, SchedulerKind, TimestepSpacing,
-};
+use crate::config::{EulerAncestralConfig, PredictionType, SchedulerConfig, TimestepSpacing};
 use crate::error::{DiffusionError, Result};
 use crate::noise_schedule::{check_same_shape, per_sample_column, NoiseSchedule};
 use crate::scheduler::{
@@ -125,20 +123,12 @@ impl EulerAncestralScheduler {
 }
 
 impl Scheduler for EulerAncestralScheduler {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::EulerAncestralDiscrete
-    }
-
     fn config(&self) -> SchedulerConfig {
         SchedulerConfig::EulerAncestral(self.config.clone())
     }
 
     fn noise_schedule(&self) -> &NoiseSchedule {
         &self.schedule
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.schedule.prediction_type
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {

@@ -55,7 +55,9 @@ pub struct StepOutput {
 /// A diffusion noise scheduler: training forward process plus one reverse-step rule.
 pub trait Scheduler: Send {
     /// Which diffusers class this reproduces.
-    fn kind(&self) -> SchedulerKind;
+    fn kind(&self) -> SchedulerKind {
+        self.config().kind()
+    }
 
     /// The config it was built from (save it next to the model as `scheduler_config.json`).
     fn config(&self) -> SchedulerConfig;
@@ -64,7 +66,9 @@ pub trait Scheduler: Send {
     fn noise_schedule(&self) -> &NoiseSchedule;
 
     /// What the model predicts.
-    fn prediction_type(&self) -> PredictionType;
+    fn prediction_type(&self) -> PredictionType {
+        self.config().prediction_type()
+    }
 
     /// Training timesteps T.
     fn num_train_timesteps(&self) -> usize {
