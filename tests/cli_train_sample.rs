@@ -8,32 +8,8 @@ use std::path::Path;
 
 use candle_core::Device;
 
-/// 16×16 pairs: two rectangles of classes 1 and 2 on background, intensity set by the class.
 fn write_dataset(root: &Path) {
-    write_pair_dataset(
-        root,
-        &[("train", 8), ("val", 2), ("test", 3)],
-        r#"{"num_classes": 3, "class_names": ["background", "a", "b"]}"#,
-        |split, i| format!("{split}_{i}.png"),
-        |rng| {
-            let mut mask = image::GrayImage::new(16, 16);
-            for class in 1..3u8 {
-                let (r0, c0) = (rng.next(9) as u32, rng.next(9) as u32);
-                for r in r0..r0 + 6 {
-                    for c in c0..c0 + 6 {
-                        mask.put_pixel(c, r, image::Luma([class]));
-                    }
-                }
-            }
-            mask
-        },
-        |mask| {
-            image::GrayImage::from_fn(16, 16, |x, y| {
-                image::Luma([[20u8, 128, 230][mask.get_pixel(x, y).0[0] as usize]])
-            })
-        },
-        &mut Lcg::new(12345),
-    );
+    write_squares_dataset(root, &[("train", 8), ("val", 2), ("test", 3)], 12345);
 }
 
 fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {

@@ -47,3 +47,38 @@ cp -r "$WORK/mni64/img/test" "$OUT/data/img/"
 cp -r "$WORK/mni64/mask/all/test" "$OUT/data/mask/all/"
 cp "$WORK/mni64/dataset.json" "$OUT/data/"
 for d in data model segmenter; do cp ../shared/data/real/licenses/MNI_ICBM152_NOTICE.txt "$OUT/$d/"; done
+
+# 6. The whole-volume section: a neighbour-conditioned model on the axial slices alone (every
+#    slice in train: a volume is generated whole, so none is held out), see
+#    volume-model/MODEL_CARD.md.
+"$SEGDIFF" prepare \
+    --image "$NIFTI/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" \
+    --tissue-maps "$NIFTI/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz,$NIFTI/mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz" \
+    --modality mri --axes axial --size 64 --min-pixels 64 --out "$WORK/mni64-axial"
+RAYON_NUM_THREADS=1 "$SEGDIFF" --threads 1 train --data "$WORK/mni64-axial" --out "$WORK/volume-model" \
+    --channels 16,32,64,64 --layers-per-block 1 --norm-groups 8 --batch-size 8 --steps 1200 \
+    --warmup-steps 50 --lr 1e-3 --mask-encoding onehot --prediction-type v_prediction \
+    --ema 0.999 --checkpoint-every 100 --keep-checkpoints 2 --neighbours --neighbour-mask --seed 0
+
+# 7. The label volume it generates from (classes 0–3 as `prepare --tissue-maps` builds them, on
+#    the T1's 1 mm grid), and it and the T1 on a 2 mm grid (every second voxel along each axis,
+#    affine scaled) for the demo's time budget; the T1 as the 8-bit grey levels `prepare` makes
+#    (its 1st–99th percentile window over the 1 mm volume), the real reference of the
+#    through-plane figure.
+cargo run --release -p segdiff-data --example tissue_labels -- \
+    "$NIFTI/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" \
+    "$NIFTI/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz" \
+    "$NIFTI/mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz" "$WORK/labels_1mm.nii.gz"
+cargo run --release -p segdiff-data --example subsample_volume -- \
+    "$WORK/labels_1mm.nii.gz" "$OUT/data/labels_2mm.nii.gz" 2
+cargo run --release -p segdiff-data --example subsample_volume -- \
+    "$NIFTI/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" "$OUT/data/t1_2mm.nii.gz" 2 \
+    --percentile 1,99
+
+# 8. Copy the volume model.
+rm -rf "$OUT/volume-model"
+mkdir -p "$OUT/volume-model"
+cp -r "$WORK/volume-model/unet" "$WORK/volume-model/scheduler" "$WORK/volume-model/model_index.json" \
+    "$WORK/volume-model/segdiff.json" "$WORK/volume-model/train_log.csv" "$WORK/volume-model/loss.png" \
+    "$OUT/volume-model/"
+cp ../shared/data/real/licenses/MNI_ICBM152_NOTICE.txt "$OUT/volume-model/"

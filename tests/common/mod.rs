@@ -65,3 +65,66 @@ pub fn write_pair_dataset(
     }
     std::fs::write(root.join("dataset.json"), dataset_json).unwrap();
 }
+
+/// The workspace tests' small guided dataset: per split, 16×16 pairs holding a 6×6 square of
+/// class 1 and one of class 2 (placed from `seed`), the image grey level set by the class;
+/// `dataset.json` declares 3 classes (`background`, `a`, `b`). Files are `<split>_<i>.png`.
+pub fn write_squares_dataset(root: &std::path::Path, splits: &[(&str, usize)], seed: u64) {
+    write_pair_dataset(
+        root,
+        splits,
+        r#"{"num_classes": 3, "class_names": ["background", "a", "b"]}"#,
+        |split, i| format!("{split}_{i}.png"),
+        |rng| {
+            let mut mask = image::GrayImage::new(16, 16);
+            for class in 1..3u8 {
+                let (r0, c0) = (rng.next(9) as u32, rng.next(9) as u32);
+                for r in r0..r0 + 6 {
+                    for c in c0..c0 + 6 {
+                        mask.put_pixel(c, r, image::Luma([class]));
+                    }
+                }
+            }
+            mask
+        },
+        |mask| {
+            image::GrayImage::from_fn(16, 16, |x, y| {
+                image::Luma([[20u8, 128, 230][mask.get_pixel(x, y).0[0] as usize]])
+            })
+        },
+        &mut Lcg::new(seed),
+    );
+}
+
+/// `segdiff train` arguments for a tiny model (widths 8,16, one layer per block, 4 groups,
+/// batch 4, one warm-up step) on [`write_squares_dataset`] data; callers add the rest.
+pub fn tiny_train_args(data: &str, out: &str, steps: &str) -> Vec<String> {
+    [
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--channels",
+        "8,16",
+        "--norm-groups",
+        "4",
+        "--layers-per-block",
+        "1",
+        "--batch-size",
+        "4",
+        "--steps",
+        steps,
+        "--warmup-steps",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs `segdiff` with owned arguments.
+pub fn segdiff_owned(args: &[String]) -> Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    segdiff(&refs)
+}

@@ -7,12 +7,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::{imageops, Rgb, RgbImage};
 use indicatif::ProgressBar;
+use segdiff_data::SliceAxis;
+use segdiff_diffusion::load_model_dir;
 use segdiff_diffusion::SamplerKind;
+use segdiff_eval::paper_eval::REAL_SEGMENTER_DIR;
 use segdiff_eval::paper_eval::{
     generate_shard, run_paper_eval, EvalProgress, PaperEvalConfig, PaperEvalReport, SheetData,
     REPORT_MD,
 };
-use segdiff_eval::Augmentation;
+use segdiff_eval::{
+    evaluate_volumes, load_segmenter, load_volume_stacks, Augmentation, VolumeEvalOptions,
+    VolumeReport,
+};
 
 use crate::runtime::Runtime;
 use segdiff_io::picture;
@@ -73,11 +79,11 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Sampler: `ddim` (the paper), `ddpm`, `dpm++` (DPM-Solver++ 2M), `dpm++sde` (its
-    /// stochastic form) or `euler-a` (Euler ancestral, stochastic).
+    /// stochastic form), `euler-a` (Euler ancestral, stochastic) or `unipc` (UniPC bh2).
     #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
     pub scheduler: SamplerKind,
-    /// Sampling steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++ and dpm++sde, 30 for
-    /// euler-a; 10 with --quick).
+    /// Sampling steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++, dpm++sde and unipc,
+    /// 30 for euler-a; 10 with --quick).
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM η (0, deterministic, in the paper).
@@ -142,6 +148,23 @@ pub struct EvalArgs {
     /// these are not its TF-Inception weights: compare only with FIDs computed the same way.
     #[arg(long, value_name = "FILE")]
     pub inception_weights: Option<PathBuf>,
+    /// Also evaluate whole volumes (a "Whole volumes" section in report.md/json): each volume of
+    /// the dataset's manifest.csv with a test slice (all volumes when the test split has none)
+    /// is stacked from its --volume-axis slices of every split, generated from its masks
+    /// neighbour-conditioned (models trained with --neighbours) and slice by slice, and scored
+    /// by the through-plane change inside the body, the segmenter's Dice on the slices and on
+    /// the stack's two orthogonal reslices, and per-plane FID against the real stack.
+    #[arg(long)]
+    pub volumes: bool,
+    /// Slicing axis of the volume stacks.
+    #[arg(long, default_value = "axial", value_parser = crate::flag_values::flag::<SliceAxis>())]
+    pub volume_axis: SliceAxis,
+    /// Evaluate at most this many volumes (by name).
+    #[arg(long, value_name = "N")]
+    pub max_volumes: Option<usize>,
+    /// Anchor slices of neighbour-conditioned volume generation.
+    #[arg(long, default_value_t = 1)]
+    pub anchors: usize,
 }
 
 /// The command line as typed, quoted where a shell would need it.
@@ -268,7 +291,10 @@ pub fn run(args: EvalArgs, rt: &Runtime) -> Result<()> {
         println!("when every shard is done, run the same command without --shard to evaluate");
         return Ok(());
     }
-    let run = run_paper_eval(&cfg, &mut progress).context("evaluating")?;
+    let mut run = run_paper_eval(&cfg, &mut progress).context("evaluating")?;
+    if args.volumes {
+        run.report.volumes = Some(volume_section(&args, &cfg, rt)?);
+    }
     write_sheet(&cfg.out.join(SHEET_PNG), &run.sheet)?;
     run.report
         .write(&cfg.out)
@@ -276,6 +302,61 @@ pub fn run(args: EvalArgs, rt: &Runtime) -> Result<()> {
     print_summary(&run.report);
     println!("report: {}", cfg.out.join(REPORT_MD).display());
     Ok(())
+}
+
+/// The whole-volume evaluation with the evaluation's sampler, seed and segmenter (the one
+/// given, or the one it trained on the real images).
+fn volume_section(args: &EvalArgs, cfg: &PaperEvalConfig, rt: &Runtime) -> Result<VolumeReport> {
+    let started = std::time::Instant::now();
+    let (stacks, from_test) = load_volume_stacks(
+        &args.dataset,
+        args.volume_axis,
+        segdiff_data::Split::Test,
+        args.max_volumes,
+    )
+    .context("reading the volumes")?;
+    if stacks.is_empty() {
+        bail!(
+            "{}: the manifest lists no {} slices to stack into volumes",
+            args.dataset.display(),
+            args.volume_axis.name()
+        );
+    }
+    let seg_dir = args
+        .segmenter
+        .clone()
+        .unwrap_or_else(|| cfg.out.join(REAL_SEGMENTER_DIR));
+    let (segmenter, _) = load_segmenter(&seg_dir, &rt.device)
+        .with_context(|| format!("loading the segmenter {}", seg_dir.display()))?;
+    let model = load_model_dir(&args.model, rt.sampling_dtype(), &rt.device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let bar = crate::progress::bar(stacks.len() as u64, "volumes");
+    let report = evaluate_volumes(
+        &model,
+        &segmenter,
+        &stacks,
+        from_test,
+        &VolumeEvalOptions {
+            axis: args.volume_axis,
+            sampler: cfg.sampling.scheduler,
+            steps: cfg.sampling.resolved_steps(),
+            seed: cfg.seed,
+            anchors: args.anchors,
+            batch_size: cfg.sampling.batch_size,
+            dtype: rt.sampling_dtype(),
+            device: rt.device.clone(),
+        },
+        &mut |volume, what| bar.set_message(format!("{volume}: {what}")),
+    )
+    .context("evaluating whole volumes")?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{:>9}  whole volumes: {} stack(s) ({:.1} s)",
+        "volumes",
+        report.volumes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report)
 }
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
@@ -307,6 +388,23 @@ fn print_summary(r: &PaperEvalReport) {
     }
     if let Some(h) = &r.hd95 {
         println!("HD95     {} px", fmt(h.mean, 2));
+    }
+    if let Some(v) = &r.volumes {
+        for row in &v.volumes {
+            let change = |c: Option<f64>| fmt(c, 2);
+            println!(
+                "volume   {}: through-plane change real {}, conditioned {}, independent {}; coronal/sagittal Dice real {:.3}/{:.3}, independent {:.3}/{:.3}{}",
+                row.volume,
+                change(row.real.through_plane_change),
+                change(row.conditioned.as_ref().and_then(|c| c.through_plane_change)),
+                change(row.independent.through_plane_change),
+                row.real.dice[1],
+                row.real.dice[2],
+                row.independent.dice[1],
+                row.independent.dice[2],
+                row.conditioned.as_ref().map_or(String::new(), |c| format!(", conditioned {:.3}/{:.3}", c.dice[1], c.dice[2])),
+            );
+        }
     }
     for s in &r.skipped {
         println!("skipped: {s}");

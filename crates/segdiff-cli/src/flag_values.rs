@@ -73,6 +73,7 @@ impl FlagValue for SamplerKind {
         &["dpm++", "dpmpp", "dpm-solver++", "dpmsolver++"],
         &["dpm++sde", "dpmpp-sde", "sde-dpm++", "sde-dpmsolver++"],
         &["euler-a", "euler_a", "euler-ancestral"],
+        &["unipc", "uni-pc", "unipc-bh2", "uni_pc"],
     ];
     fn from_flag(name: &str) -> Option<Self> {
         match name {
@@ -83,6 +84,7 @@ impl FlagValue for SamplerKind {
                 Some(Self::SdeDpmSolverPlusPlus)
             }
             "euler-a" | "euler_a" | "euler-ancestral" => Some(Self::EulerAncestral),
+            "unipc" | "uni-pc" | "unipc-bh2" | "uni_pc" => Some(Self::UniPc),
             _ => None,
         }
     }

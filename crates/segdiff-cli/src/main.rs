@@ -6,6 +6,7 @@
 //! Exit codes: 0 success, 1 the command failed (the message names the file or value at fault),
 //! 2 the command line itself was wrong.
 
+mod data_cmd;
 mod demo_cmd;
 mod eval_cmd;
 mod flag_values;
@@ -18,6 +19,7 @@ mod progress;
 mod run_args;
 mod runtime;
 mod sample_cmd;
+mod sample_volume_cmd;
 mod segmenter_cmd;
 mod sweep_cmd;
 mod train_cmd;
@@ -50,10 +52,17 @@ enum Command {
     Demo(demo_cmd::DemoArgs),
     /// Turn DICOM/NIfTI volumes and label maps into a paired 2-D PNG dataset.
     Prepare(prepare_cmd::PrepareArgs),
+    /// Check a prepared dataset: every problem at once (unreadable files, colour masks, size
+    /// mismatches, ids out of range, orphans, mixed formats) and a summary of what it holds.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
     /// Train a segmentation-guided (or unconditional) diffusion model on a prepared dataset.
     Train(train_cmd::TrainArgs),
     /// Generate images from segmentation masks (or unconditionally) with a trained model.
     Sample(sample_cmd::SampleArgs),
+    /// A whole image volume from a 3-D label volume (NIfTI or DICOM SEG), slice by slice, written
+    /// on the label volume's own grid (NIfTI or a new DICOM series) with a three-plane picture.
+    SampleVolume(sample_volume_cmd::SampleVolumeArgs),
     /// Which sampler and how many steps for a model: every sampler × step count, scored by
     /// network calls, seconds and Dice per image (FID with --real), Pareto-best points marked;
     /// writes sweep.md/json/png. DDPM (1000 calls per image) only with --with-ddpm.
@@ -85,8 +94,10 @@ fn main() -> std::process::ExitCode {
             Command::Model(cmd) => model_cmd::run(cmd, &rt),
             Command::Demo(args) => demo_cmd::run(args, &rt),
             Command::Prepare(args) => prepare_cmd::run(args, command_line()),
+            Command::Data(cmd) => data_cmd::run(cmd),
             Command::Train(args) => train_cmd::run(args, &rt),
             Command::Sample(args) => sample_cmd::run(args, &rt),
+            Command::SampleVolume(args) => sample_volume_cmd::run(args, &rt),
             Command::SweepSamplers(args) => sweep_cmd::run(args, &rt),
             Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
             Command::Eval(args) => eval_cmd::run(args, &rt),
@@ -117,6 +128,7 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
         Command::Model(model_cmd::ModelCommand::Convert(_)) => Ok(()),
         Command::Demo(a) => fix(&mut a.model).and_then(|()| fix(&mut a.segmenter)),
         Command::Sample(a) => fix(&mut a.model),
+        Command::SampleVolume(a) => fix(&mut a.model),
         Command::SweepSamplers(a) => {
             fix(&mut a.model)?;
             a.segmenter.as_mut().map_or(Ok(()), fix)
@@ -134,7 +146,8 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
             a.encoder.as_mut().map_or(Ok(()), fix)
         }
         Command::Segmenter(segmenter_cmd::SegmenterCommand::Predict(a)) => fix(&mut a.segmenter),
-        Command::Metrics(_) | Command::Prepare(_) | Command::Train(_) | Command::Segmenter(_) => {
+        Command::Train(a) => a.segmenter.as_mut().map_or(Ok(()), fix),
+        Command::Metrics(_) | Command::Prepare(_) | Command::Data(_) | Command::Segmenter(_) => {
             Ok(())
         }
     }

@@ -35,12 +35,13 @@ pub struct SampleArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Sampler: `ddim` (paper), `ddpm`, `dpm++` (DPM-Solver++ 2M: similar quality in 15–25 steps),
-    /// `dpm++sde` (SDE-DPM-Solver++ 2M: stochastic, closer to the masks at the same steps), or
-    /// `euler-a` (diffusers' Euler ancestral: stochastic).
+    /// `dpm++sde` (SDE-DPM-Solver++ 2M: stochastic, closer to the masks at the same steps),
+    /// `euler-a` (diffusers' Euler ancestral: stochastic) or `unipc` (UniPC bh2: deterministic
+    /// predictor-corrector).
     #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
     pub scheduler: SamplerKind,
-    /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++ and dpm++sde, 30 for
-    /// euler-a).
+    /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++, dpm++sde and unipc,
+    /// 30 for euler-a).
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM η (0 = deterministic, the paper's setting).

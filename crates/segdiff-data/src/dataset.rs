@@ -27,8 +27,8 @@ use crate::prepare::DATASET_JSON;
 use crate::resize::{resize_bilinear, resize_nearest};
 use crate::split::Split;
 
-const IMG_NAMES: [&str; 4] = ["img", "IMG", "images", "IMAGES"];
-const MASK_NAMES: [&str; 4] = ["mask", "MASK", "masks", "MASKS"];
+pub(crate) const IMG_NAMES: [&str; 4] = ["img", "IMG", "images", "IMAGES"];
+pub(crate) const MASK_NAMES: [&str; 4] = ["mask", "MASK", "masks", "MASKS"];
 
 /// How to open a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,11 +130,13 @@ impl DatasetClasses {
     }
 }
 
-fn first_existing(root: &Path, names: &[&str]) -> Option<PathBuf> {
+/// The first of `names` that is a folder under `root`.
+pub(crate) fn first_existing(root: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| root.join(n)).find(|p| p.is_dir())
 }
 
-fn list_pngs(dir: &Path) -> Result<Vec<String>> {
+/// Sorted `*.png` names in `dir` (not hidden, not recursive).
+pub(crate) fn list_pngs(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, "list folder", e))?;
     for e in rd {

@@ -107,6 +107,13 @@ pub enum DataError {
     /// The background decoding thread of a loader stopped unexpectedly.
     #[error("data loader worker stopped: {detail}")]
     Worker { detail: String },
+    /// A dataset check found problems (see [`crate::check::DataReport`] for all of them).
+    #[error("{path}: {count} problem(s) in the dataset, the first: {first}")]
+    DatasetProblems {
+        path: PathBuf,
+        count: usize,
+        first: String,
+    },
 }
 
 impl DataError {

@@ -18,18 +18,29 @@
 //!   shapes), decoded ahead on a background thread; [`DatasetClasses`], the class fields of
 //!   `dataset.json` every reader uses. Images are decoded (and RGB turned grey, as Pillow does)
 //!   by `segdiff-io`, the one image reader of the workspace.
+//! * [`check_dataset`] with [`CheckOptions`] → [`DataReport`]: every problem of a paired dataset
+//!   at once (unreadable files, colour masks and their id mapping, size mismatches, ids out of
+//!   range, orphans, mixed channels or bit depths) and a [`Summary`] of what it holds.
+//! * [`volume_slices`]: a label volume cut into model-sized slices exactly as [`prepare`] cuts it
+//!   ([`slice_label_volume`]), and generated slices put back on its own voxel grid
+//!   ([`SliceGeometry::place`]).
+//! * Writers: [`write_nifti_like`] (a volume on another NIfTI file's grid, header kept) and
+//!   [`write_dicom_series`] (a new, derived DICOM series on the same world grid).
 //! * [`synthetic`]: a CT-like phantom and a small NIfTI writer for tests, demos and benchmarks.
 //! * [`DataError`]: every failure names the file (or option) and the problem.
 
+pub mod check;
 pub mod dataset;
 pub mod dicom_seg;
 pub mod dicom_series;
+pub mod dicom_writer;
 pub mod error;
 pub mod intensity;
 pub mod labels;
 pub mod loaded;
 pub mod loader;
 pub mod nifti_volume;
+pub mod nifti_writer;
 pub mod orientation;
 pub mod prepare;
 pub mod resize;
@@ -37,25 +48,35 @@ pub mod split;
 pub mod synthetic;
 pub mod tissue;
 pub mod volume;
+pub mod volume_slices;
 
+pub use check::{
+    check_dataset, CheckOptions, ColourMapping, DataReport, MappingRule, Problem, ProblemKind,
+    Summary,
+};
 pub use dataset::{Dataset, DatasetClasses, DatasetOptions, Item, Sample};
 pub use dicom_seg::read_seg_labels;
 pub use dicom_series::{
     read_dicom, read_dicom_pixels, read_dicom_series, scan_dicom, DicomPixels, DicomScan,
     DicomSeriesInfo,
 };
+pub use dicom_writer::{write_dicom_series, DicomScaling, DicomSeriesOptions};
 pub use error::{DataError, Result};
 pub use intensity::{CtPreset, Intensity};
 pub use labels::{LabelMapping, SliceFilter};
 pub use loaded::LoadedVolume;
 pub use loader::{Augment, Batch, Batches, LoaderOptions};
 pub use nifti_volume::{read_nifti, read_nifti_geometry};
+pub use nifti_writer::{header_for_affine, read_nifti_header, write_nifti_like, NiftiVoxels};
 pub use orientation::{reorient_to_ras, SliceAxis};
 pub use prepare::{
-    prepare, read_manifest, DatasetInfo, InputSpec, ManifestRow, PrepareOptions, PrepareSummary,
-    Progress, VolumeSummary,
+    prepare, read_manifest, training_window, DatasetInfo, InputSpec, ManifestRow, PrepareOptions,
+    PrepareSummary, Progress, TrainingWindow, VolumeSummary,
 };
 pub use resize::{resize_bilinear, resize_nearest, Fit};
 pub use split::{Split, SplitRatios};
 pub use tissue::brain_tissue_labels;
 pub use volume::{Affine, Volume};
+pub use volume_slices::{
+    read_label_volume, slice_label_volume, LabelSlices, LabelVolume, SliceGeometry,
+};

@@ -81,11 +81,11 @@ pub fn fit_square(img: &GrayImage, fit: Fit, fill: u8) -> GrayImage {
     }
 }
 
-/// Per output pixel: first input index and fixed-point weights (Pillow's `precompute_coeffs`).
-fn bilinear_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+/// Per output pixel: first input index and normalised weights of Pillow's bilinear filter
+/// (`precompute_coeffs`: triangle of support 1, widened by the shrink factor), in f64.
+pub(crate) fn bilinear_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    // Triangle filter support 1, widened by the shrink factor.
     let support = filterscale;
     let ss = 1.0 / filterscale;
     (0..out_size)
@@ -97,8 +97,7 @@ fn bilinear_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
             let n = xmax.saturating_sub(xmin);
             let mut w: Vec<f64> = (0..n)
                 .map(|x| {
-                    let t = ((x + xmin) as f64 - center + 0.5) * ss;
-                    let t = t.abs();
+                    let t = (((x + xmin) as f64 - center + 0.5) * ss).abs();
                     if t < 1.0 {
                         1.0 - t
                     } else {
@@ -112,7 +111,17 @@ fn bilinear_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
                     *v /= total;
                 }
             }
-            let one = f64::from(1u32 << PRECISION_BITS);
+            (xmin, w)
+        })
+        .collect()
+}
+
+/// [`bilinear_weights`] in Pillow's fixed point.
+fn bilinear_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+    let one = f64::from(1u32 << PRECISION_BITS);
+    bilinear_weights(in_size, out_size)
+        .into_iter()
+        .map(|(xmin, w)| {
             let fixed = w
                 .iter()
                 .map(|&v| {

@@ -9,10 +9,9 @@ use std::path::Path;
 
 use ndarray::Array3;
 use nifti::writer::WriterOptions;
-use nifti::NiftiHeader;
 
 use crate::error::{DataError, Result};
-use crate::volume::{affine_zooms, Affine, Volume};
+use crate::volume::Volume;
 
 /// Phantom image (HU) and its label volume on a grid of `shape` voxels with `spacing` mm,
 /// RAS+-aligned and centred on the origin.
@@ -54,31 +53,6 @@ pub fn phantom(shape: [usize; 3], spacing: [f64; 3]) -> (Volume<f32>, Volume<u8>
     (Volume { data: img, affine }, Volume { data: lab, affine })
 }
 
-fn header_for(affine: &Affine) -> NiftiHeader {
-    let z = affine_zooms(affine);
-    let row = |r: usize| [0, 1, 2, 3].map(|c| affine[r][c] as f32);
-    NiftiHeader {
-        sform_code: 1,
-        qform_code: 0,
-        pixdim: [
-            1.0,
-            z[0] as f32,
-            z[1] as f32,
-            z[2] as f32,
-            1.0,
-            0.0,
-            0.0,
-            0.0,
-        ],
-        srow_x: row(0),
-        srow_y: row(1),
-        srow_z: row(2),
-        // Millimetres.
-        xyzt_units: 2,
-        ..NiftiHeader::default()
-    }
-}
-
 fn nifti_write_err(path: &Path, e: nifti::NiftiError) -> DataError {
     DataError::Nifti {
         path: path.to_path_buf(),
@@ -88,7 +62,7 @@ fn nifti_write_err(path: &Path, e: nifti::NiftiError) -> DataError {
 
 /// Write `vol` as an int16 NIfTI-1 (sform = its affine); `.nii.gz` paths are gzipped.
 pub fn write_nifti_i16(path: &Path, vol: &Volume<i16>) -> Result<()> {
-    let h = header_for(&vol.affine);
+    let h = crate::nifti_writer::header_for_affine(&vol.affine);
     let gz = path.to_string_lossy().ends_with(".gz");
     WriterOptions::new(path)
         .reference_header(&h)
@@ -99,7 +73,7 @@ pub fn write_nifti_i16(path: &Path, vol: &Volume<i16>) -> Result<()> {
 
 /// Write `vol` as a uint8 NIfTI-1 (sform = its affine); `.nii.gz` paths are gzipped.
 pub fn write_nifti_u8(path: &Path, vol: &Volume<u8>) -> Result<()> {
-    let h = header_for(&vol.affine);
+    let h = crate::nifti_writer::header_for_affine(&vol.affine);
     let gz = path.to_string_lossy().ends_with(".gz");
     WriterOptions::new(path)
         .reference_header(&h)
@@ -110,7 +84,7 @@ pub fn write_nifti_u8(path: &Path, vol: &Volume<u8>) -> Result<()> {
 
 /// Write `vol` as a float32 NIfTI-1 (sform = its affine); `.nii.gz` paths are gzipped.
 pub fn write_nifti_f32(path: &Path, vol: &Volume<f32>) -> Result<()> {
-    let h = header_for(&vol.affine);
+    let h = crate::nifti_writer::header_for_affine(&vol.affine);
     let gz = path.to_string_lossy().ends_with(".gz");
     WriterOptions::new(path)
         .reference_header(&h)

@@ -31,7 +31,7 @@ mod values;
 
 pub use values::{
     AlgorithmType, BetaSchedule, FinalSigmasType, PredictionType, SolverType, TimestepSpacing,
-    VarianceType,
+    UniPcSolverType, VarianceType,
 };
 
 /// Which scheduler class a config describes.
@@ -45,14 +45,17 @@ pub enum SchedulerKind {
     DpmSolverMultistep,
     /// `EulerAncestralDiscreteScheduler`.
     EulerAncestralDiscrete,
+    /// `UniPCMultistepScheduler` (UniPC: UniP predictor + UniC corrector).
+    UniPcMultistep,
 }
 
 impl SchedulerKind {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Ddpm,
         Self::Ddim,
         Self::DpmSolverMultistep,
         Self::EulerAncestralDiscrete,
+        Self::UniPcMultistep,
     ];
 
     /// diffusers `_class_name`.
@@ -62,6 +65,7 @@ impl SchedulerKind {
             Self::Ddim => "DDIMScheduler",
             Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
             Self::EulerAncestralDiscrete => "EulerAncestralDiscreteScheduler",
+            Self::UniPcMultistep => "UniPCMultistepScheduler",
         }
     }
 
@@ -253,6 +257,44 @@ config_struct! {
     }
 }
 
+config_struct! {
+    /// `UniPCMultistepScheduler` config (Zhao et al. 2023) without a `solver_p` predictor and with
+    /// the default σ spacing (no Karras, exponential, beta or flow sigmas).
+    pub struct UniPcMultistepConfig {
+        #[serde(flatten)]
+        pub schedule: TrainSchedule = TrainSchedule::default(),
+        /// Order p of the UniP predictor (any p ≥ 1); the UniC corrector raises it by one.
+        pub solver_order: usize = 2,
+        /// Integrate the x0 prediction (data form, diffusers default) rather than ε.
+        pub predict_x0: bool = true,
+        pub solver_type: UniPcSolverType = UniPcSolverType::Bh2,
+        /// Lower the order in the last steps (min(order, steps left)).
+        pub lower_order_final: bool = true,
+        /// Step indices whose predicted sample is not corrected.
+        pub disable_corrector: Vec<usize> = Vec::new(),
+        /// Another scheduler as the predictor; only `null` is implemented.
+        pub solver_p: Option<Value> = None,
+        pub use_karras_sigmas: Off = Off,
+        pub use_exponential_sigmas: Off = Off,
+        pub use_beta_sigmas: Off = Off,
+        pub use_flow_sigmas: Off = Off,
+        /// Kept for round trips; only used with flow sigmas.
+        #[serde(with = "py_float")]
+        pub flow_shift: f64 = 1.0,
+        pub timestep_spacing: TimestepSpacing = TimestepSpacing::Linspace,
+        pub final_sigmas_type: FinalSigmasType = FinalSigmasType::Zero,
+        pub use_dynamic_shifting: Off = Off,
+        /// Kept for round trips; only used with dynamic shifting.
+        pub time_shift_type: String = "exponential".into(),
+        /// Kept for round trips; only used with Karras/exponential/beta sigmas.
+        pub sigma_min: Option<f64> = None,
+        /// Kept for round trips; only used with Karras/exponential/beta sigmas.
+        pub sigma_max: Option<f64> = None,
+        /// Only `null`: diffusers allows it with flow sigmas alone.
+        pub shift_terminal: Option<f64> = None,
+    }
+}
+
 /// [`TrainSchedule`] fields `EulerAncestralDiscreteScheduler` does not have: diffusers ignores
 /// them in a config it reads and never writes them, and so do we.
 pub const EULER_ABSENT_FIELDS: [&str; 3] = [
@@ -337,6 +379,28 @@ fn check_euler_ancestral(c: &EulerAncestralConfig) -> Checked {
     )
 }
 
+fn check_unipc(c: &UniPcMultistepConfig) -> Checked {
+    let order = c.solver_order;
+    reject_if(order == 0, "solver_order", order, "must be at least 1")?;
+    if let Some(p) = &c.solver_p {
+        return Err(Rejected("solver_p", describe(p), NOT_IMPLEMENTED));
+    }
+    if let Some(s) = c.shift_terminal {
+        return Err(Rejected("shift_terminal", s.to_string(), NOT_IMPLEMENTED));
+    }
+    // diffusers' last step to σ = 0 computes inf·0 in these two forms and returns NaN.
+    let zero = c.final_sigmas_type == FinalSigmasType::Zero;
+    let nan_last_step = "diffusers' last step is NaN with final_sigmas_type \"zero\"; \
+                         use \"sigma_min\"";
+    reject_if(
+        zero && c.solver_type == UniPcSolverType::Bh1,
+        "solver_type",
+        c.solver_type,
+        nan_last_step,
+    )?;
+    reject_if(zero && !c.predict_x0, "predict_x0", false, nan_last_step)
+}
+
 /// A diffusers scheduler config, tagged by `_class_name`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SchedulerConfig {
@@ -344,6 +408,7 @@ pub enum SchedulerConfig {
     Ddim(DdimConfig),
     DpmSolverMultistep(DpmSolverMultistepConfig),
     EulerAncestral(EulerAncestralConfig),
+    UniPcMultistep(UniPcMultistepConfig),
 }
 
 /// Quotes bare `-Infinity` / `Infinity` / `NaN` tokens outside strings so serde_json can parse them.
@@ -417,6 +482,7 @@ impl SchedulerConfig {
             Self::Ddim(_) => SchedulerKind::Ddim,
             Self::DpmSolverMultistep(_) => SchedulerKind::DpmSolverMultistep,
             Self::EulerAncestral(_) => SchedulerKind::EulerAncestralDiscrete,
+            Self::UniPcMultistep(_) => SchedulerKind::UniPcMultistep,
         }
     }
 
@@ -427,6 +493,7 @@ impl SchedulerConfig {
             Self::Ddim(c) => &c.schedule,
             Self::DpmSolverMultistep(c) => &c.schedule,
             Self::EulerAncestral(c) => &c.schedule,
+            Self::UniPcMultistep(c) => &c.schedule,
         }
     }
 
@@ -475,6 +542,7 @@ impl SchedulerConfig {
                 }
                 Self::EulerAncestral(from_fields(class, &object)?)
             }
+            SchedulerKind::UniPcMultistep => Self::UniPcMultistep(from_fields(class, object)?),
         };
         config.validate()?;
         Ok(config)
@@ -489,6 +557,7 @@ impl SchedulerConfig {
             Self::Ddim(c) => schedule.and_then(|()| check_clipping(&c.clipping)),
             Self::DpmSolverMultistep(c) => schedule.and_then(|()| check_dpm_solver(c)),
             Self::EulerAncestral(c) => schedule.and_then(|()| check_euler_ancestral(c)),
+            Self::UniPcMultistep(c) => schedule.and_then(|()| check_unipc(c)),
         };
         let Err(Rejected(field, value, why)) = checked else {
             return Ok(());
@@ -525,6 +594,7 @@ impl SchedulerConfig {
             Self::Ddim(c) => serde_json::to_value(c),
             Self::DpmSolverMultistep(c) => serde_json::to_value(c),
             Self::EulerAncestral(c) => serde_json::to_value(c),
+            Self::UniPcMultistep(c) => serde_json::to_value(c),
         };
         // Plain structs of numbers, strings and flags: serde_json cannot fail on them.
         let Ok(Value::Object(mut m)) = fields else {
@@ -589,6 +659,9 @@ impl SchedulerConfig {
             Self::EulerAncestral(c) => Box::new(
                 crate::euler_ancestral::EulerAncestralScheduler::new(c.clone())?,
             ),
+            Self::UniPcMultistep(c) => {
+                Box::new(crate::unipc::UniPcMultistepScheduler::new(c.clone())?)
+            }
         })
     }
 }

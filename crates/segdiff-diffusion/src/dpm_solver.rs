@@ -9,14 +9,12 @@
 use candle_core::Tensor;
 
 use crate::config::{
-    AlgorithmType, DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SchedulerConfig,
-    SolverType,
+    AlgorithmType, DpmSolverMultistepConfig, FinalSigmasType, SchedulerConfig, SolverType,
 };
 use crate::error::{DiffusionError, Result};
+use crate::multistep::{alpha_sigma, lambda, x0_from_output, MultistepState};
 use crate::noise_schedule::NoiseSchedule;
-use crate::scheduler::{
-    check_step_shapes, div_scalar, mul_scalar, Scheduler, StepNoise, StepOutput,
-};
+use crate::scheduler::{check_step_shapes, mul_scalar, Scheduler, StepNoise, StepOutput};
 use crate::timestep_spacing::dpm_solver_timesteps;
 
 const NAME: &str = "DPMSolverMultistepScheduler";
@@ -27,52 +25,21 @@ const NAME: &str = "DPMSolverMultistepScheduler";
 pub struct DpmSolverMultistepScheduler {
     config: DpmSolverMultistepConfig,
     schedule: NoiseSchedule,
-    /// σ_t = sqrt((1−ᾱ_t)/ᾱ_t) per training timestep, in f32 as diffusers computes it.
-    train_sigmas: Vec<f32>,
-    timesteps: Vec<usize>,
-    /// σ of each inference timestep plus the final σ (len = timesteps + 1).
-    sigmas: Vec<f32>,
-    num_inference_steps: Option<usize>,
-    /// Last `solver_order` x0 predictions, oldest first.
-    model_outputs: Vec<Option<Tensor>>,
-    lower_order_nums: usize,
-    step_index: Option<usize>,
+    /// σ tables, step index and output history.
+    state: MultistepState,
 }
 
 // Scalars are float32 throughout, as diffusers computes them on 0-d float32 tensors.
-
-/// (α_t, σ_t) of the VP process from the ratio σ = σ_t/α_t (diffusers `_sigma_to_alpha_sigma_t`).
-fn alpha_sigma(sigma: f32) -> (f32, f32) {
-    let alpha = 1.0f32 / (sigma * sigma + 1.0f32).sqrt();
-    (alpha, sigma * alpha)
-}
-
-/// log-SNR λ = log α − log σ (+∞ for σ = 0).
-fn lambda(alpha: f32, sigma: f32) -> f32 {
-    alpha.ln() - sigma.ln()
-}
 
 impl DpmSolverMultistepScheduler {
     /// Builds the tables; `set_timesteps` must be called before `step`.
     pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
         let schedule = config.schedule.noise_schedule()?;
-        let train_sigmas = schedule
-            .alphas_cumprod()
-            .iter()
-            .map(|&a| ((1.0f32 - a) / a).sqrt())
-            .collect();
-        let order = config.solver_order;
-        let timesteps = (0..config.schedule.num_train_timesteps).rev().collect();
+        let state = MultistepState::new(NAME, &schedule, config.solver_order);
         Ok(Self {
             config,
             schedule,
-            train_sigmas,
-            timesteps,
-            sigmas: Vec::new(),
-            num_inference_steps: None,
-            model_outputs: vec![None; order],
-            lower_order_nums: 0,
-            step_index: None,
+            state,
         })
     }
 
@@ -83,12 +50,12 @@ impl DpmSolverMultistepScheduler {
 
     /// σ of each inference timestep followed by the final σ.
     pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
+        &self.state.sigmas
     }
 
     /// Index of the next step in `timesteps()`, once the first step was taken.
     pub fn step_index(&self) -> Option<usize> {
-        self.step_index
+        self.state.step_index
     }
 
     /// Timesteps after dropping those whose λ is below `lambda_min_clipped`
@@ -112,35 +79,13 @@ impl DpmSolverMultistepScheduler {
         sigma: f32,
     ) -> Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
-        Ok(match self.config.schedule.prediction_type {
-            PredictionType::Epsilon => {
-                div_scalar(&(sample - mul_scalar(model_output, sigma_t)?)?, alpha_t)?
-            }
-            PredictionType::Sample => model_output.clone(),
-            PredictionType::VPrediction => {
-                (mul_scalar(sample, alpha_t)? - mul_scalar(model_output, sigma_t)?)?
-            }
-        })
-    }
-
-    /// diffusers `index_for_timestep`: the second match if the timestep repeats.
-    fn index_for_timestep(&self, t: usize) -> Result<usize> {
-        let matches: Vec<usize> = self
-            .timesteps
-            .iter()
-            .enumerate()
-            .filter(|(_, &x)| x == t)
-            .map(|(i, _)| i)
-            .collect();
-        match matches.as_slice() {
-            [] => Err(DiffusionError::TimestepNotInSchedule {
-                scheduler: NAME,
-                timestep: t,
-                expected: None,
-            }),
-            [only] => Ok(*only),
-            [_, second, ..] => Ok(*second),
-        }
+        x0_from_output(
+            self.config.schedule.prediction_type,
+            model_output,
+            sample,
+            alpha_t,
+            sigma_t,
+        )
     }
 
     /// The SDE step's terms that differ from the ODE's: the sample coefficient, the x0
@@ -167,8 +112,8 @@ impl DpmSolverMultistepScheduler {
         idx: usize,
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[idx + 1]);
-        let (alpha_s, sigma_s) = alpha_sigma(self.sigmas[idx]);
+        let (alpha_t, sigma_t) = alpha_sigma(self.state.sigmas[idx + 1]);
+        let (alpha_s, sigma_s) = alpha_sigma(self.state.sigmas[idx]);
         let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
         if let Some(z) = noise {
             let (sample_coeff, x0_coeff, noise_term) =
@@ -189,19 +134,20 @@ impl DpmSolverMultistepScheduler {
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (Some(Some(m1)), Some(Some(m0))) = (
-            self.model_outputs
+            self.state
+                .model_outputs
                 .len()
                 .checked_sub(2)
-                .map(|i| &self.model_outputs[i]),
-            self.model_outputs.last(),
+                .map(|i| &self.state.model_outputs[i]),
+            self.state.model_outputs.last(),
         ) else {
             return Err(DiffusionError::InvalidState(
                 "DPM-Solver++ second-order step without a previous model output".into(),
             ));
         };
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[idx + 1]);
-        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[idx]);
-        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[idx - 1]);
+        let (alpha_t, sigma_t) = alpha_sigma(self.state.sigmas[idx + 1]);
+        let (alpha_s0, sigma_s0) = alpha_sigma(self.state.sigmas[idx]);
+        let (alpha_s1, sigma_s1) = alpha_sigma(self.state.sigmas[idx - 1]);
         let lambda_t = lambda(alpha_t, sigma_t);
         let lambda_s0 = lambda(alpha_s0, sigma_s0);
         let lambda_s1 = lambda(alpha_s1, sigma_s1);
@@ -250,25 +196,13 @@ impl Scheduler for DpmSolverMultistepScheduler {
             num_inference_steps,
             self.config.schedule.steps_offset,
         )?;
-        let sigma_last = match self.config.final_sigmas_type {
-            FinalSigmasType::Zero => 0.0,
-            FinalSigmasType::SigmaMin => self.train_sigmas[0],
-        };
-        self.sigmas = timesteps
-            .iter()
-            .map(|&t| self.train_sigmas[t])
-            .chain(std::iter::once(sigma_last))
-            .collect();
-        self.num_inference_steps = Some(timesteps.len());
-        self.timesteps = timesteps;
-        self.model_outputs = vec![None; self.config.solver_order];
-        self.lower_order_nums = 0;
-        self.step_index = None;
+        self.state
+            .set_timesteps(timesteps, self.config.final_sigmas_type);
         Ok(())
     }
 
     fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+        &self.state.timesteps
     }
 
     fn step(
@@ -278,22 +212,8 @@ impl Scheduler for DpmSolverMultistepScheduler {
         sample: &Tensor,
         noise: StepNoise<'_>,
     ) -> Result<StepOutput> {
-        let n = self
-            .num_inference_steps
-            .ok_or(DiffusionError::TimestepsNotSet(NAME))?;
         check_step_shapes(model_output, sample)?;
-        let idx = match self.step_index {
-            None => self.index_for_timestep(timestep)?,
-            Some(i) => i,
-        };
-        // diffusers ignores the timestep after the first step; a mismatch is a caller bug.
-        if self.timesteps.get(idx) != Some(&timestep) {
-            return Err(DiffusionError::TimestepNotInSchedule {
-                scheduler: NAME,
-                timestep,
-                expected: self.timesteps.get(idx).copied(),
-            });
-        }
+        let (n, idx) = self.state.step_at(timestep)?;
         let lower_order_final = idx == n - 1
             && (self.config.euler_at_final
                 || (self.config.lower_order_final && n < 15)
@@ -303,22 +223,18 @@ impl Scheduler for DpmSolverMultistepScheduler {
             AlgorithmType::DpmSolverPlusPlus => None,
             AlgorithmType::SdeDpmSolverPlusPlus => Some(noise.resolve(sample, NAME, timestep)?),
         };
-        let x0 = self.convert_model_output(model_output, sample, self.sigmas[idx])?;
-        self.model_outputs.rotate_left(1);
-        if let Some(last) = self.model_outputs.last_mut() {
-            *last = Some(x0.clone());
-        }
+        let x0 = self.convert_model_output(model_output, sample, self.state.sigmas[idx])?;
+        self.state.push_output(x0.clone());
 
-        let prev =
-            if self.config.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
-                self.first_order_update(&x0, sample, idx, noise.as_ref())?
-            } else {
-                self.second_order_update(sample, idx, noise.as_ref())?
-            };
-        if self.lower_order_nums < self.config.solver_order {
-            self.lower_order_nums += 1;
-        }
-        self.step_index = Some(idx + 1);
+        let prev = if self.config.solver_order == 1
+            || self.state.lower_order_nums < 1
+            || lower_order_final
+        {
+            self.first_order_update(&x0, sample, idx, noise.as_ref())?
+        } else {
+            self.second_order_update(sample, idx, noise.as_ref())?
+        };
+        self.state.finish_step(idx);
         Ok(StepOutput {
             prev_sample: prev,
             pred_original_sample: x0,

@@ -125,6 +125,13 @@ pub enum DiffusionError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The training monitor's evaluation failed at a step; the cause is the `source()`.
+    #[error("evaluating the model at step {step} (training monitor)")]
+    Monitor {
+        step: usize,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The denoiser could not be built, loaded or saved.
     #[error(transparent)]
     Unet(#[from] segdiff_unet::UnetError),

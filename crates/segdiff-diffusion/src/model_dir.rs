@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DdpmConfig, SchedulerConfig};
 use crate::mask_conditioning::MaskEncoding;
+use crate::neighbours::NeighbourScheme;
 use crate::{DiffusionError, Result};
 
 /// File name of segdiff's conditioning metadata at the model root.
@@ -41,6 +42,10 @@ pub struct ConditioningMeta {
     /// Optional RGB colour per class for overlays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_colors: Option<Vec<[u8; 3]>>,
+    /// Neighbour conditioning for whole volumes (extra input channels after the mask); `None`
+    /// for a plain 2-D model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbours: Option<NeighbourScheme>,
 }
 
 impl ConditioningMeta {
@@ -55,6 +60,7 @@ impl ConditioningMeta {
             image_channels: config.out_channels,
             ablation_trained: false,
             class_colors: None,
+            neighbours: None,
         }
     }
 
@@ -81,16 +87,31 @@ impl ConditioningMeta {
         }
     }
 
+    /// Neighbour channels the network expects after the mask channels (0 without a
+    /// [`NeighbourScheme`]).
+    pub fn neighbour_channels(&self) -> Result<usize> {
+        Ok(match &self.neighbours {
+            Some(scheme) => scheme.channels(self.image_channels, self.mask_channels()?),
+            None => 0,
+        })
+    }
+
+    /// All channels concatenated to the noisy image: mask + neighbour channels.
+    pub fn condition_channels(&self) -> Result<usize> {
+        Ok(self.mask_channels()? + self.neighbour_channels()?)
+    }
+
     /// Checks the metadata against the network's channel counts.
     pub fn check_against(&self, config: &UNet2DConfig, path: &Path) -> Result<()> {
         let mask = self.mask_channels()?;
+        let neighbour = self.neighbour_channels()?;
         if self.image_channels != config.out_channels
-            || self.image_channels + mask != config.in_channels
+            || self.image_channels + mask + neighbour != config.in_channels
         {
             return Err(DiffusionError::ModelDir {
                 path: path.to_path_buf(),
                 message: format!(
-                    "{} image channel(s) + {mask} mask channel(s) ({} encoding) do not match the UNet's in_channels {} / out_channels {}",
+                    "{} image channel(s) + {mask} mask channel(s) ({} encoding) + {neighbour} neighbour channel(s) do not match the UNet's in_channels {} / out_channels {}",
                     self.image_channels, self.mask_encoding, config.in_channels, config.out_channels
                 ),
             });

@@ -1,6 +1,6 @@
 //! Parity with diffusers 0.42.1 on the committed oracle tensors (tests/fixtures/README.md):
-//! every entry of schedulers.safetensors, dpmsolver.safetensors, sde_dpmsolver.safetensors and
-//! euler_ancestral.safetensors that needs no real UNet.
+//! every entry of schedulers.safetensors, dpmsolver.safetensors, sde_dpmsolver.safetensors,
+//! euler_ancestral.safetensors and unipc.safetensors that needs no real UNet.
 //! Tolerances from the shared fixtures README: one step atol 1e-4, fake-ε loops end to end 1e-3.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use segdiff_diffusion::{
     encode_mask, guided_sample, DdimConfig, DdimScheduler, DdpmConfig, DdpmScheduler,
     DpmSolverMultistepConfig, DpmSolverMultistepScheduler, EulerAncestralConfig,
     EulerAncestralScheduler, MaskEncoding, SamplingOptions, Scheduler, SchedulerConfig, StepNoise,
+    UniPcMultistepConfig, UniPcMultistepScheduler,
 };
 
 const STEP_ATOL: f64 = 1e-4;
@@ -526,4 +527,189 @@ fn euler_ancestral_loops_with_stored_noise() {
         let e = fake_eps_on(&x_init, mask, euler.model_timestep(ts[0]));
         assert!(euler.step(&e, ts[0], &x_init, StepNoise::None).is_err());
     }
+}
+
+/// Teacher-forced UniPC: step i from the oracle's previous sample (x_T for the first) with the
+/// oracle's model output where stored (else the fake ε, checked against it where stored).
+/// Returns the max error over the steps. diffusers does not return its corrected samples, so the
+/// chain of corrected samples the corrector starts from stays ours: in the ε form
+/// (`predict_x0: false`), whose sample coefficient α_t/α_s > 1 amplifies it (by α_0/α_T over the
+/// loop), its rounding grows to ~8e-5 by the last step; the x0 form contracts it (σ_t/σ_s < 1).
+fn unipc_teacher_forced(
+    key: &str,
+    config: &UniPcMultistepConfig,
+    steps: usize,
+    f: &HashMap<String, Tensor>,
+    x_t: &Tensor,
+    mask: &Tensor,
+) -> f64 {
+    let want = get(f, &format!("{key}.trajectory"));
+    let stored_eps = f.get(&format!("{key}.model_output"));
+    let stored_x0 = f.get(&format!("{key}.x0"));
+    let mut s = UniPcMultistepScheduler::new(config.clone()).unwrap();
+    s.set_timesteps(steps).unwrap();
+    let (mut step_err, mut eps_err, mut x0_err) = (0f64, 0f64, 0f64);
+    for (i, t) in s.timesteps().to_vec().into_iter().enumerate() {
+        let x_prev = if i == 0 {
+            x_t.clone()
+        } else {
+            want.narrow(0, i - 1, 1).unwrap()
+        };
+        let mut e = fake_eps_on(&x_prev, mask, t as f64);
+        if let Some(stored) = stored_eps {
+            let stored = stored.narrow(0, i, 1).unwrap();
+            eps_err = eps_err.max(max_abs(&e, &stored));
+            e = stored;
+        }
+        let out = s.step(&e, t, &x_prev, StepNoise::None).unwrap();
+        step_err = step_err.max(max_abs(&out.prev_sample, &want.narrow(0, i, 1).unwrap()));
+        if let Some(x0) = stored_x0 {
+            let x0 = x0.narrow(0, i, 1).unwrap();
+            x0_err = x0_err.max(max_abs(&out.pred_original_sample, &x0));
+        }
+    }
+    if stored_eps.is_some() {
+        println!("{key} fake eps vs oracle model outputs: max abs err {eps_err:.3e}");
+        assert!(eps_err <= STEP_ATOL, "{key} model outputs: {eps_err:.3e}");
+    }
+    if stored_x0.is_some() {
+        println!("{key} teacher-forced x0 predictions: max abs err {x0_err:.3e}");
+        assert!(x0_err <= STEP_ATOL, "{key} x0: {x0_err:.3e}");
+    }
+    println!("{key} teacher-forced steps: max abs err {step_err:.3e} (atol {STEP_ATOL:.0e})");
+    assert!(step_err <= STEP_ATOL, "{key}: {step_err:.3e}");
+    step_err
+}
+
+#[test]
+fn unipc_timestep_tables_are_exact() {
+    use segdiff_diffusion::TimestepSpacing;
+    let f = fixture("unipc.safetensors");
+    for (spacing, name) in [
+        (TimestepSpacing::Linspace, "linspace"),
+        (TimestepSpacing::Leading, "leading"),
+        (TimestepSpacing::Trailing, "trailing"),
+    ] {
+        for n in [1usize, 2, 3, 7, 10, 20, 50, 999, 1000] {
+            let mut s = UniPcMultistepScheduler::new(UniPcMultistepConfig {
+                timestep_spacing: spacing,
+                ..UniPcMultistepConfig::default()
+            })
+            .unwrap();
+            s.set_timesteps(n).unwrap();
+            let want = i64s(get(&f, &format!("unipc.timesteps.{name}.{n}")));
+            assert_eq!(s.timesteps(), want.as_slice(), "{name} {n}");
+        }
+    }
+}
+
+#[test]
+fn unipc_loops_end_to_end_and_teacher_forced() {
+    use segdiff_diffusion::{FinalSigmasType, UniPcSolverType};
+    let sched = fixture("schedulers.safetensors");
+    let f = fixture("unipc.safetensors");
+    // the oracle's config (unipc_meta.json) is diffusers' default for this class
+    let meta = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unipc_meta.json"),
+    )
+    .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    let mut cfg = meta["scheduler"].clone();
+    cfg["_class_name"] = "UniPCMultistepScheduler".into();
+    assert_eq!(
+        SchedulerConfig::from_value(&cfg).unwrap(),
+        SchedulerConfig::UniPcMultistep(UniPcMultistepConfig::default())
+    );
+    let (x_t, mask) = (get(&sched, "loop.x_T"), get(&sched, "loop.mask"));
+    let default = UniPcMultistepConfig::default();
+    let sigma_min = FinalSigmasType::SigmaMin;
+    let mut runs = vec![
+        ("unipc.10".to_string(), default.clone(), 10usize),
+        ("unipc.20".into(), default.clone(), 20),
+        ("unipc.50".into(), default.clone(), 50),
+    ];
+    // the variants of unipc_meta.json, at 10 steps
+    for (name, config) in [
+        (
+            "bh1",
+            UniPcMultistepConfig {
+                solver_type: UniPcSolverType::Bh1,
+                final_sigmas_type: sigma_min,
+                ..default.clone()
+            },
+        ),
+        (
+            "eps",
+            UniPcMultistepConfig {
+                predict_x0: false,
+                final_sigmas_type: sigma_min,
+                ..default.clone()
+            },
+        ),
+        (
+            "order1",
+            UniPcMultistepConfig {
+                solver_order: 1,
+                ..default.clone()
+            },
+        ),
+        (
+            "order3",
+            UniPcMultistepConfig {
+                solver_order: 3,
+                ..default.clone()
+            },
+        ),
+    ] {
+        assert_eq!(
+            meta["variants"][name].as_object().map(|o| o.len()),
+            Some(1 + usize::from(config.final_sigmas_type == sigma_min)),
+            "variant {name} of unipc_meta.json"
+        );
+        runs.push((format!("unipc.{name}10"), config, 10));
+    }
+    let mut worst = (0f64, 0f64);
+    for (key, config, steps) in runs {
+        let mut s = UniPcMultistepScheduler::new(config.clone()).unwrap();
+        s.set_timesteps(steps).unwrap();
+        assert_eq!(
+            s.timesteps(),
+            i64s(get(&f, &format!("{key}.timesteps"))).as_slice()
+        );
+        // σ within one ulp: torch's CPU f32 sqrt is not always correctly rounded, ours is.
+        let want_s = f32s(get(&f, &format!("{key}.sigmas")));
+        assert_eq!(s.sigmas().len(), want_s.len());
+        let ulps = s
+            .sigmas()
+            .iter()
+            .zip(&want_s)
+            .map(|(a, b)| ulp_distance(*a, *b))
+            .max()
+            .unwrap_or(0);
+        println!("{key} sigmas: max err {ulps} ulp (at most 1 expected)");
+        assert!(ulps <= 1, "{key} sigmas: {ulps} ulp");
+        // End to end through the generic sampling loop.
+        check_loop(&key, &mut s, steps, &sched, &f, &key);
+        let traj_err = {
+            let mut s = UniPcMultistepScheduler::new(config.clone()).unwrap();
+            let mut model = fake_eps;
+            let opts = SamplingOptions {
+                num_inference_steps: steps,
+                eta: 0.0,
+                record_trajectory: true,
+            };
+            let out = guided_sample(&mut s, &mut model, x_t, Some(mask), &opts, None).unwrap();
+            max_abs(
+                &out.trajectory.unwrap(),
+                get(&f, &format!("{key}.trajectory")),
+            )
+        };
+        let step_err = unipc_teacher_forced(&key, &config, steps, &f, x_t, mask);
+        worst = (worst.0.max(traj_err), worst.1.max(step_err));
+    }
+    println!(
+        "UniPC worst: end to end {:.3e} (atol {LOOP_ATOL:.0e}), teacher-forced step {:.3e} \
+         (atol {STEP_ATOL:.0e})",
+        worst.0, worst.1
+    );
 }

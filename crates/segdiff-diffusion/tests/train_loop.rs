@@ -116,6 +116,7 @@ fn meta_with(guided: bool, encoding: &str) -> ConditioningMeta {
         image_channels: 1,
         ablation_trained: false,
         class_colors: None,
+        neighbours: None,
     }
 }
 

@@ -20,6 +20,10 @@
 //!   through [`png_files`].
 //! - Choosing a sampler ([`sampler_sweep`]): every sampler × step count on the same masks and
 //!   seed, scored by network calls, time, Dice and FID, with the Pareto front in (calls, Dice).
+//! - Whole volumes ([`volume_eval`]): through-plane change, Dice on the stack's reslices and
+//!   per-plane FID of neighbour-conditioned and independent generation against the real stack.
+//! - Mask faithfulness during training ([`MaskFaithfulness`]): the diffusion trainer's monitor,
+//!   Dice of the segmented images generated from fixed validation masks, and a sample sheet.
 //!
 //! Not here: the sampling loop itself (segdiff-diffusion), decoding datasets (segdiff-data), the
 //! diffusion training loop, progress bars and CLI wiring. Errors are [`EvalError`].
@@ -35,6 +39,7 @@ pub mod hausdorff;
 pub mod image_quality;
 pub mod inception;
 mod label_maps;
+pub mod mask_monitor;
 pub mod monai_unet;
 pub mod paper_eval;
 pub mod png_files;
@@ -44,6 +49,8 @@ pub mod segmenter;
 pub mod segmenter_training;
 pub mod split_data;
 mod var_store;
+pub mod volume_eval;
+pub mod volume_metrics;
 
 pub use class_scores::ClassScores;
 pub use dice::{dice, DiceConfig};
@@ -56,6 +63,7 @@ pub use inception::{
     INCEPTION_INPUT_SIZE,
 };
 pub use label_maps::LabelMaps;
+pub use mask_monitor::{MaskFaithfulness, MaskScores, MonitorSampling};
 pub use monai_unet::{init_weights_seeded, MonaiUNet, MonaiUNetConfig};
 pub use seg_loss::{dice_ce_loss, one_hot, DiceCeLoss, DiceCeLossConfig};
 pub use segmenter::{
@@ -67,3 +75,7 @@ pub use segmenter_training::{
     SegmenterTrainOptions, TrainEvent, TrainedSegmenter,
 };
 pub use split_data::{evenly_spaced, SplitData};
+pub use volume_eval::{
+    evaluate_volumes, load_volume_stacks, VolumeEvalOptions, VolumeReport, VolumeStack,
+};
+pub use volume_metrics::{through_plane_change, SliceStack};

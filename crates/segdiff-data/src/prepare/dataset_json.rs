@@ -128,3 +128,76 @@ pub(super) fn write_dataset_json(dir: &Path, info: &DatasetInfo) -> Result<()> {
         .map_err(|e| DataError::io(dir, "encode JSON", std::io::Error::other(e)))?;
     write_file_atomic(&dir.join(DATASET_JSON), &json)
 }
+
+/// The intensity range `[lo, hi]` that grey levels 0 and 255 stand for in a prepared dataset, when
+/// one range holds for all of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingWindow {
+    /// Value of grey level 0.
+    pub lo: f64,
+    /// Value of grey level 255.
+    pub hi: f64,
+    /// The dataset's modality (`dataset.json`), if recorded.
+    pub modality: Option<String>,
+}
+
+impl DatasetInfo {
+    /// Reads `dataset.json` of the prepared dataset in `dir`.
+    pub fn read(dir: &Path) -> Result<DatasetInfo> {
+        let path = dir.join(DATASET_JSON);
+        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, "read", e))?;
+        serde_json::from_str(&text).map_err(|e| DataError::Layout {
+            path,
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// The window of the prepared dataset in `dir`: the fixed window (or CT preset) of its
+/// `dataset.json`; for percentile scaling, the range `manifest.csv` records when every volume
+/// has the same one. `Ok(None)` when the ranges differ between volumes (no single window).
+pub fn training_window(dir: &Path) -> Result<Option<TrainingWindow>> {
+    let info = DatasetInfo::read(dir)?;
+    let modality = info.modality.clone();
+    let (lo, hi) = match info.intensity {
+        Intensity::Window { lo, hi } => (lo, hi),
+        Intensity::CtPreset { preset } => preset.range(),
+        Intensity::Percentile { .. } => {
+            let rows = super::read_manifest(&dir.join(super::MANIFEST))?;
+            let mut ranges = rows.iter().map(|r| percentile_range(&r.intensity));
+            let Some(Some(first)) = ranges.next() else {
+                return Ok(None);
+            };
+            if !ranges.all(|r| r == Some(first)) {
+                return Ok(None);
+            }
+            first
+        }
+    };
+    Ok(Some(TrainingWindow { lo, hi, modality }))
+}
+
+/// The `[lo, hi]` of a manifest's `percentile[p,q]=[lo,hi]` intensity description.
+fn percentile_range(desc: &str) -> Option<(f64, f64)> {
+    let (_, r) = desc.split_once("=[")?;
+    let (lo, hi) = r.strip_suffix(']')?.split_once(',')?;
+    Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn percentile_ranges_parse() {
+        assert_eq!(
+            percentile_range("percentile[1,99]=[0,225]"),
+            Some((0.0, 225.0))
+        );
+        assert_eq!(
+            percentile_range("percentile[0.5,99.5]=[-12.5,3e3]"),
+            Some((-12.5, 3000.0))
+        );
+        assert_eq!(percentile_range("window[-1,1]"), None);
+    }
+}

@@ -46,7 +46,7 @@ mod plan;
 mod slicing;
 mod volume_pair;
 
-pub use dataset_json::DatasetInfo;
+pub use dataset_json::{training_window, DatasetInfo, TrainingWindow};
 pub use manifest::{read_manifest, ManifestRow};
 pub use plan::sanitize_id;
 

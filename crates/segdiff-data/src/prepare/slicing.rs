@@ -11,26 +11,12 @@ use rayon::prelude::*;
 use crate::error::{DataError, Result};
 use crate::intensity::to_u8;
 use crate::orientation::SliceAxis;
-use crate::resize::{fit_square, resize_bilinear, resize_nearest, Fit};
+use crate::volume_slices::{gray, square_and_resize};
 
 use super::manifest::ManifestRow;
 use super::plan::Planned;
 use super::volume_pair::LoadedPair;
 use super::{PrepareOptions, Progress, IMG_DIR, MASK_DIR};
-
-fn gray(w: usize, h: usize, data: Vec<u8>) -> GrayImage {
-    GrayImage::from_raw(w as u32, h as u32, data)
-        .unwrap_or_else(|| GrayImage::new(w as u32, h as u32))
-}
-
-fn square_and_resize(img: &GrayImage, fit: Fit, size: u32, nearest: bool) -> GrayImage {
-    let sq = fit_square(img, fit, 0);
-    if nearest {
-        resize_nearest(&sq, size, size)
-    } else {
-        resize_bilinear(&sq, size, size)
-    }
-}
 
 /// Writes a slice into the staging folder (made durable and visible as a whole when the folder
 /// is swapped in).

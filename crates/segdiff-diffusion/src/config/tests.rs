@@ -147,7 +147,7 @@ fn save_and_load_through_a_directory() {
 }
 
 /// A config of each class with every implemented field off its default.
-fn non_default_configs() -> [SchedulerConfig; 4] {
+fn non_default_configs() -> [SchedulerConfig; 5] {
     let schedule = TrainSchedule {
         num_train_timesteps: 500,
         beta_start: 0.00085,
@@ -187,6 +187,19 @@ fn non_default_configs() -> [SchedulerConfig; 4] {
             },
             timestep_spacing: TimestepSpacing::Leading,
         }),
+        SchedulerConfig::UniPcMultistep(UniPcMultistepConfig {
+            schedule: schedule.clone(),
+            solver_order: 3,
+            predict_x0: false,
+            solver_type: UniPcSolverType::Bh1,
+            lower_order_final: false,
+            disable_corrector: vec![0, 2],
+            flow_shift: 2.0,
+            timestep_spacing: TimestepSpacing::Trailing,
+            final_sigmas_type: FinalSigmasType::SigmaMin,
+            sigma_min: Some(0.1),
+            ..UniPcMultistepConfig::default()
+        }),
         SchedulerConfig::DpmSolverMultistep(DpmSolverMultistepConfig {
             schedule,
             solver_order: 1,
@@ -213,6 +226,8 @@ fn every_class_round_trips_with_the_keys_diffusers_writes() {
         "../../tests/fixtures/euler_ancestral_meta.json"
     ))
     .unwrap();
+    let unipc: Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/unipc_meta.json")).unwrap();
     // diffusers' own keys, without the `_class_name`-style bookkeeping
     let keys = |v: &Value| {
         let mut k: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -228,6 +243,7 @@ fn every_class_round_trips_with_the_keys_diffusers_writes() {
             SchedulerKind::Ddim => &meta["ddim_config"],
             SchedulerKind::DpmSolverMultistep => &dpm,
             SchedulerKind::EulerAncestralDiscrete => &euler["scheduler"],
+            SchedulerKind::UniPcMultistep => &unipc["scheduler"],
         };
         assert_eq!(keys(&c.to_value()), keys(reference), "{:?}", c.kind());
     }
@@ -339,5 +355,104 @@ fn euler_ancestral_reads_and_writes_its_class_fields() {
             matches!(&err, DiffusionError::UnsupportedConfigValue { field: f, .. } if f == field),
             "{json}: {err}"
         );
+    }
+}
+
+/// `UniPCMultistepScheduler(num_train_timesteps=1000).to_json_string()` of diffusers 0.42.1.
+const UNIPC_DEFAULT_JSON: &str = r#"{
+  "_class_name": "UniPCMultistepScheduler",
+  "_diffusers_version": "0.42.1",
+  "beta_end": 0.02,
+  "beta_schedule": "linear",
+  "beta_start": 0.0001,
+  "disable_corrector": [],
+  "dynamic_thresholding_ratio": 0.995,
+  "final_sigmas_type": "zero",
+  "flow_shift": 1.0,
+  "lower_order_final": true,
+  "num_train_timesteps": 1000,
+  "predict_x0": true,
+  "prediction_type": "epsilon",
+  "rescale_betas_zero_snr": false,
+  "sample_max_value": 1.0,
+  "shift_terminal": null,
+  "sigma_max": null,
+  "sigma_min": null,
+  "solver_order": 2,
+  "solver_p": null,
+  "solver_type": "bh2",
+  "steps_offset": 0,
+  "thresholding": false,
+  "time_shift_type": "exponential",
+  "timestep_spacing": "linspace",
+  "trained_betas": null,
+  "use_beta_sigmas": false,
+  "use_dynamic_shifting": false,
+  "use_exponential_sigmas": false,
+  "use_flow_sigmas": false,
+  "use_karras_sigmas": false
+}
+"#;
+
+#[test]
+fn unipc_config_round_trips_diffusers_text() {
+    let c = SchedulerConfig::from_json_str(UNIPC_DEFAULT_JSON).unwrap();
+    assert_eq!(
+        c,
+        SchedulerConfig::UniPcMultistep(UniPcMultistepConfig::default())
+    );
+    assert_eq!(c.to_json_string(), UNIPC_DEFAULT_JSON);
+    assert!(c.build().is_ok());
+    // diffusers maps the DPM-Solver solver types to bh2 and writes "bh2"
+    let c = SchedulerConfig::from_json_str(
+        r#"{"_class_name": "UniPCMultistepScheduler", "solver_type": "midpoint"}"#,
+    )
+    .unwrap();
+    assert!(c.to_json_string().contains(r#""solver_type": "bh2","#));
+    // from DPM-Solver++, as `UniPCMultistepScheduler.from_config`: shared fields carry over
+    let dpm = SchedulerConfig::DpmSolverMultistep(DpmSolverMultistepConfig {
+        solver_order: 1,
+        final_sigmas_type: FinalSigmasType::SigmaMin,
+        ..DpmSolverMultistepConfig::default()
+    });
+    let SchedulerConfig::UniPcMultistep(u) = dpm.convert_to(SchedulerKind::UniPcMultistep).unwrap()
+    else {
+        panic!("wrong kind")
+    };
+    assert_eq!(u.solver_order, 1);
+    assert_eq!(u.final_sigmas_type, FinalSigmasType::SigmaMin);
+    assert_eq!(u.solver_type, UniPcSolverType::Bh2);
+    assert!(u.predict_x0);
+}
+
+#[test]
+fn unipc_rejects_what_it_does_not_implement() {
+    for (field, value) in [
+        ("solver_order", "0"),
+        ("solver_p", r#"{"a": 1}"#),
+        ("use_karras_sigmas", "true"),
+        ("use_flow_sigmas", "true"),
+        ("use_dynamic_shifting", "true"),
+        ("shift_terminal", "0.1"),
+        ("prediction_type", r#""flow_prediction""#),
+        ("solver_type", r#""bh3""#),
+        // diffusers' last step is NaN here; with a final σ_min both forms are implemented
+        ("solver_type", r#""bh1""#),
+        ("predict_x0", "false"),
+    ] {
+        let json = format!(r#"{{"_class_name": "UniPCMultistepScheduler", "{field}": {value}}}"#);
+        let err = SchedulerConfig::from_json_str(&json).unwrap_err();
+        assert!(
+            matches!(&err, DiffusionError::UnsupportedConfigValue { field: f, .. } if f == field),
+            "{json}: {err}"
+        );
+    }
+    for ok in [
+        r#""solver_type": "bh1", "final_sigmas_type": "sigma_min""#,
+        r#""predict_x0": false, "final_sigmas_type": "sigma_min""#,
+        r#""solver_order": 3, "disable_corrector": [0, 1], "sigma_min": 0.5"#,
+    ] {
+        let json = format!(r#"{{"_class_name": "UniPCMultistepScheduler", {ok}}}"#);
+        assert!(SchedulerConfig::from_json_str(&json).is_ok(), "{json}");
     }
 }

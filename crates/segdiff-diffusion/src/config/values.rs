@@ -114,7 +114,17 @@ string_enum!(
 );
 
 string_enum!(
-    /// DPM-Solver `final_sigmas_type`: the σ after the last step.
+    /// UniPC `solver_type`: the B(h) of its update (Zhao et al. 2023, §3.2).
+    UniPcSolverType {
+        /// B(h) = h.
+        Bh1 = "bh1",
+        /// B(h) = e^h − 1 (diffusers default; it maps the DPM-Solver names here).
+        Bh2 = "bh2" | "midpoint" | "heun" | "logrho",
+    }
+);
+
+string_enum!(
+    /// DPM-Solver and UniPC `final_sigmas_type`: the σ after the last step.
     FinalSigmasType {
         /// σ = 0: the last step returns the x0 prediction (diffusers default).
         Zero = "zero",

@@ -109,6 +109,7 @@ mod tests {
             image_channels: 1,
             ablation_trained: true,
             class_colors: None,
+            neighbours: None,
         }
     }
 

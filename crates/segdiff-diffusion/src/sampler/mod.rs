@@ -19,6 +19,7 @@ mod image_rng;
 mod mask_input;
 mod sampler_kind;
 mod shard;
+pub mod volume;
 
 use candle_core::{DType, Device, Tensor};
 use segdiff_unet::UNet2DModel;
@@ -251,7 +252,9 @@ pub fn sample(
 }
 
 /// Samples with any ε-model: `training` is the model's training scheduler config, `meta` its
-/// conditioning; the loop state lives in f32 on `device`.
+/// conditioning; the loop state lives in f32 on `device`. A neighbour-conditioned model
+/// ([`crate::NeighbourScheme`]) generates every image without a neighbour, as the anchor of a
+/// volume ([`volume::sample_volume_slices`] conditions slices on their neighbours).
 pub fn sample_images(
     denoiser: &mut dyn EpsModel,
     training: &SchedulerConfig,
@@ -263,6 +266,16 @@ pub fn sample_images(
 ) -> Result<SampleOutput> {
     check_counts(options)?;
     let (condition, slots, height, width) = conditions(meta, input, options, device)?;
+    let condition = match &meta.neighbours {
+        Some(scheme) => Some(with_absent_neighbour(
+            scheme,
+            meta,
+            condition,
+            (slots, height, width),
+            device,
+        )?),
+        None => condition,
+    };
     let mut run = SamplingRun::plan(
         training,
         options,
@@ -271,6 +284,9 @@ pub fn sample_images(
         (meta.image_channels, height, width),
         device,
     )?;
+    if meta.neighbours.is_some() {
+        run.guided_channels = Some(meta.mask_channels()?);
+    }
     let total = slots * options.samples_per_mask;
     let range = match options.shard {
         Some(s) => s.image_range(total, options.batch_size)?,
@@ -323,6 +339,9 @@ struct SamplingRun<'o> {
     condition: Option<Tensor>,
     /// Latent interpolation: (step index of t̃, λ, real images on the device).
     mix: Option<(usize, f64, Tensor)>,
+    /// Leading condition channels that are the mask, zeroed in guidance's ∅ branch; the rest
+    /// (neighbour channels) is kept in both branches. `None`: the whole condition is the mask.
+    guided_channels: Option<usize>,
     image_shape: (usize, usize, usize),
     device: Device,
 }
@@ -381,16 +400,17 @@ impl<'o> SamplingRun<'o> {
             guidance: options.guidance_scale.filter(|&w| w != 1.0),
             condition,
             mix,
+            guided_channels: None,
             image_shape,
             device: device.clone(),
         })
     }
 
-    /// The RNGs of `stream` for the images of `batch`.
-    fn rngs(&self, batch: &std::ops::Range<usize>, stream: NoiseStream) -> Vec<rand::rngs::StdRng> {
-        batch
-            .clone()
-            .map(|g| image_rng(self.options.seed, g, stream))
+    /// The RNGs of `stream` for the images `images` (global indices).
+    fn rngs(&self, images: &[usize], stream: NoiseStream) -> Vec<rand::rngs::StdRng> {
+        images
+            .iter()
+            .map(|&g| image_rng(self.options.seed, g, stream))
             .collect()
     }
 
@@ -402,30 +422,57 @@ impl<'o> SamplingRun<'o> {
         batch: std::ops::Range<usize>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
-        let (n, shape, device) = (batch.len(), self.image_shape, self.device.clone());
         let spm = self.options.samples_per_mask;
-        let rows: Vec<u32> = batch.clone().map(|g| (g / spm) as u32).collect();
-        let rows = Tensor::from_vec(rows, n, &device)?;
-        let z = match &self.options.init_noise {
-            Some(x_t) => x_t
-                .narrow(0, batch.start, n)?
-                .to_dtype(DType::F32)?
-                .to_device(&device)?,
-            None => draw_batch(&mut self.rngs(&batch, NoiseStream::Initial), shape, &device)?,
-        };
-        // Resets multistep state (DPM-Solver++) for the new batch.
-        self.scheduler.set_timesteps(self.steps)?;
-        let mut x = scale_initial_noise(self.scheduler.as_ref(), &z)?;
+        let images: Vec<usize> = batch.collect();
+        let rows: Vec<u32> = images.iter().map(|&g| (g / spm) as u32).collect();
+        let rows = Tensor::from_vec(rows, images.len(), &self.device)?;
         let cond = match &self.condition {
             Some(c) => Some(c.index_select(&rows, 0)?),
             None => None,
         };
+        self.sample_at(denoiser, &images, &rows, cond, progress)
+    }
+
+    /// Denoises the images `images` (global indices: their noise streams and rows of
+    /// `init_noise`) whose slots are `rows` (u32 on the device: their rows of the
+    /// interpolation's real images) with the condition channels `cond` (one row per image).
+    fn sample_at(
+        &mut self,
+        denoiser: &mut dyn EpsModel,
+        images: &[usize],
+        rows: &Tensor,
+        cond: Option<Tensor>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
+        let (n, shape, device) = (images.len(), self.image_shape, self.device.clone());
+        let z = match &self.options.init_noise {
+            Some(x_t) => {
+                let at: Vec<u32> = images.iter().map(|&g| g as u32).collect();
+                let at = Tensor::from_vec(at, n, x_t.device())?;
+                x_t.index_select(&at, 0)?
+                    .to_dtype(DType::F32)?
+                    .to_device(&device)?
+            }
+            None => draw_batch(&mut self.rngs(images, NoiseStream::Initial), shape, &device)?,
+        };
+        // Resets multistep state (DPM-Solver++) for the new batch.
+        self.scheduler.set_timesteps(self.steps)?;
+        let mut x = scale_initial_noise(self.scheduler.as_ref(), &z)?;
         let empty = match (&cond, self.guidance) {
-            (Some(c), Some(_)) => Some(c.zeros_like()?),
+            (Some(c), Some(_)) => Some(match self.guided_channels {
+                Some(k) => {
+                    let rest = c.dim(1)? - k;
+                    Tensor::cat(
+                        &[&c.narrow(1, 0, k)?.zeros_like()?, &c.narrow(1, k, rest)?],
+                        1,
+                    )?
+                }
+                None => c.zeros_like()?,
+            }),
             _ => None,
         };
         let mut step_rngs = if self.stochastic {
-            self.rngs(&batch, NoiseStream::Step)
+            self.rngs(images, NoiseStream::Step)
         } else {
             Vec::new()
         };
@@ -434,11 +481,11 @@ impl<'o> SamplingRun<'o> {
             if let Some((k, lambda, real)) = &self.mix {
                 if i == *k {
                     let noise = draw_batch(
-                        &mut self.rngs(&batch, NoiseStream::Interpolation),
+                        &mut self.rngs(images, NoiseStream::Interpolation),
                         shape,
                         &device,
                     )?;
-                    let real = real.index_select(&rows, 0)?;
+                    let real = real.index_select(rows, 0)?;
                     let real_t = self.scheduler.add_noise(&real, &noise, &vec![t; n])?;
                     x = (x.affine(1.0 - lambda, 0.0)? + real_t.affine(*lambda, 0.0)?)?;
                 }
@@ -486,6 +533,29 @@ fn predict(
         });
     }
     Ok(eps)
+}
+
+/// The mask channels `condition` of `slots` images followed by neighbour channels saying
+/// "no neighbour" (presence 0).
+fn with_absent_neighbour(
+    scheme: &crate::NeighbourScheme,
+    meta: &ConditioningMeta,
+    condition: Option<Tensor>,
+    (slots, height, width): (usize, usize, usize),
+    device: &Device,
+) -> Result<Tensor> {
+    let zeros = |c: usize| Tensor::zeros((slots, c, height, width), DType::F32, device);
+    let masks = zeros(meta.mask_channels()?)?;
+    let nb = crate::neighbours::neighbour_channels(
+        scheme,
+        &zeros(meta.image_channels)?,
+        Some(&masks),
+        &vec![false; slots],
+    )?;
+    Ok(match condition {
+        Some(c) => Tensor::cat(&[&c, &nb], 1)?,
+        None => nb,
+    })
 }
 
 /// Encoded conditions (if any) and the run's slot count and image size.

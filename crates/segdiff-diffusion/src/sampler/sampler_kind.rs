@@ -3,7 +3,7 @@
 
 use crate::config::{
     AlgorithmType, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, EulerAncestralConfig,
-    SchedulerConfig, SchedulerKind, TrainSchedule,
+    SchedulerConfig, SchedulerKind, TrainSchedule, UniPcMultistepConfig,
 };
 
 /// A sampling algorithm.
@@ -20,16 +20,20 @@ pub enum SamplerKind {
     /// Euler ancestral (k-diffusion's `euler_a`): Euler steps of the probability-flow ODE with
     /// fresh noise at every step.
     EulerAncestral,
+    /// UniPC (diffusers' `UniPCMultistepScheduler`, bh2, order 2): deterministic
+    /// predictor-corrector multistep solver.
+    UniPc,
 }
 
 impl SamplerKind {
     /// Every sampler, in the order the CLI lists them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Ddim,
         Self::Ddpm,
         Self::DpmSolverPlusPlus,
         Self::SdeDpmSolverPlusPlus,
         Self::EulerAncestral,
+        Self::UniPc,
     ];
 
     /// The name the CLI uses (`--scheduler`).
@@ -40,6 +44,7 @@ impl SamplerKind {
             Self::DpmSolverPlusPlus => "dpm++",
             Self::SdeDpmSolverPlusPlus => "dpm++sde",
             Self::EulerAncestral => "euler-a",
+            Self::UniPc => "unipc",
         }
     }
 
@@ -52,19 +57,23 @@ impl SamplerKind {
                 SchedulerKind::DpmSolverMultistep
             }
             Self::EulerAncestral => SchedulerKind::EulerAncestralDiscrete,
+            Self::UniPc => SchedulerKind::UniPcMultistep,
         }
     }
 
     /// Inference steps when none are given: 50 for DDIM (the paper), 1000 for DDPM (every
     /// training timestep), 20 for the DPM-Solver++ forms (diffusers' usual fast setting), 30 for
     /// Euler ancestral (diffusers' documentation examples use 20–30; ancestral noise needs
-    /// somewhat more steps than the ODE solvers).
+    /// somewhat more steps than the ODE solvers), 20 for UniPC (a deterministic multistep ODE
+    /// solver of DPM-Solver++ 2M's kind, so the same setting; its paper targets even fewer steps,
+    /// 5–10).
     pub fn default_steps(self) -> usize {
         match self {
             Self::Ddim => 50,
             Self::Ddpm => 1000,
             Self::DpmSolverPlusPlus | Self::SdeDpmSolverPlusPlus => 20,
             Self::EulerAncestral => 30,
+            Self::UniPc => 20,
         }
     }
 
@@ -73,7 +82,7 @@ impl SamplerKind {
         match self {
             Self::Ddim => eta > 0.0,
             Self::Ddpm | Self::SdeDpmSolverPlusPlus | Self::EulerAncestral => true,
-            Self::DpmSolverPlusPlus => false,
+            Self::DpmSolverPlusPlus | Self::UniPc => false,
         }
     }
 
@@ -113,6 +122,10 @@ impl SamplerKind {
             Self::EulerAncestral => SchedulerConfig::EulerAncestral(EulerAncestralConfig {
                 schedule: schedule.clone(),
                 ..EulerAncestralConfig::default()
+            }),
+            Self::UniPc => SchedulerConfig::UniPcMultistep(UniPcMultistepConfig {
+                schedule: schedule.clone(),
+                ..UniPcMultistepConfig::default()
             }),
         }
     }

@@ -17,6 +17,7 @@ fn meta(encoding: &str, num_classes: Option<usize>) -> ConditioningMeta {
         image_channels: 1,
         ablation_trained: true,
         class_colors: None,
+        neighbours: None,
     }
 }
 
@@ -90,6 +91,57 @@ fn default_steps_per_scheduler() {
     assert_eq!(default_steps(SamplerKind::Ddpm), 1000);
     assert_eq!(default_steps(SamplerKind::DpmSolverPlusPlus), 20);
     assert_eq!(default_steps(SamplerKind::EulerAncestral), 30);
+    assert_eq!(default_steps(SamplerKind::UniPc), 20);
+}
+
+/// UniPC gets the training noise schedule with its class defaults, draws no step noise, and
+/// keeps one multistep state per batch without mixing batch mates.
+#[test]
+fn unipc_takes_the_training_schedule_and_is_deterministic() {
+    let training = SchedulerConfig::Ddpm(DdpmConfig {
+        schedule: crate::config::TrainSchedule {
+            num_train_timesteps: 500,
+            prediction_type: PredictionType::VPrediction,
+            ..Default::default()
+        },
+        ..DdpmConfig::default()
+    });
+    let SchedulerConfig::UniPcMultistep(u) =
+        sampling_scheduler_config(&training, SamplerKind::UniPc)
+    else {
+        panic!("expected a UniPC config");
+    };
+    assert_eq!(u.schedule.num_train_timesteps, 500);
+    assert_eq!(u.schedule.prediction_type, PredictionType::VPrediction);
+    let defaults = crate::config::UniPcMultistepConfig {
+        schedule: u.schedule.clone(),
+        ..Default::default()
+    };
+    assert_eq!(u, defaults);
+    assert!(!SamplerKind::UniPc.is_stochastic(0.0));
+    let m = meta("single", Some(4));
+    let base = SampleOptions {
+        samples_per_mask: 2,
+        ..opts(SamplerKind::UniPc, 8)
+    };
+    let one = run(
+        &m,
+        &masks(),
+        &SampleOptions {
+            batch_size: 1,
+            ..base.clone()
+        },
+    );
+    let all = run(
+        &m,
+        &masks(),
+        &SampleOptions {
+            batch_size: 6,
+            ..base
+        },
+    );
+    assert_eq!(vals(&one.images01), vals(&all.images01));
+    assert!(max_abs(&all.images01, &all.images01.zeros_like().unwrap()) > 0.0);
 }
 
 /// Euler ancestral through the sampler: x_T = σ_max·z, the model sees x/sqrt(σ²+1) and diffusers'

@@ -40,10 +40,31 @@ pub fn write_checkpoint<O: Serialize>(
     keep: usize,
     write_model: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    let root = out.join("checkpoints");
-    std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
-    let final_dir = root.join(format!("step-{:07}", state.step));
-    let staged = segdiff_io::temp_sibling(&final_dir, "tmp");
+    let final_dir = out
+        .join("checkpoints")
+        .join(format!("step-{:07}", state.step));
+    write_checkpoint_folder(&final_dir, state, tensors, write_model)?;
+    let mut all = list_checkpoints(out)?;
+    while all.len() > keep.max(1) {
+        let (_, old) = all.remove(0);
+        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    }
+    Ok(final_dir)
+}
+
+/// Writes a checkpoint folder at `final_dir` (any name; [`write_checkpoint`] uses
+/// `step-NNNNNNN`, the training monitor `best`): built under a temporary sibling name, then
+/// swapped in whole, so the folder there before stays intact until the new one is complete.
+pub fn write_checkpoint_folder<O: Serialize>(
+    final_dir: &Path,
+    state: &TrainingState<O>,
+    tensors: &HashMap<String, Tensor>,
+    write_model: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    if let Some(root) = final_dir.parent() {
+        std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+    }
+    let staged = segdiff_io::temp_sibling(final_dir, "tmp");
     if staged.exists() {
         std::fs::remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
     }
@@ -61,14 +82,9 @@ pub fn write_checkpoint<O: Serialize>(
         message: format!("encoding the training state: {e}"),
     })?;
     segdiff_io::write_bytes_atomic(&js_path, text.as_bytes()).map_err(|e| io(&js_path, e))?;
-    segdiff_io::replace_dir(&staged, &final_dir).map_err(|e| io(&final_dir, e))?;
+    segdiff_io::replace_dir(&staged, final_dir).map_err(|e| io(final_dir, e))?;
     guard.keep();
-    let mut all = list_checkpoints(out)?;
-    while all.len() > keep.max(1) {
-        let (_, old) = all.remove(0);
-        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
-    }
-    Ok(final_dir)
+    Ok(())
 }
 
 /// Reads a checkpoint folder written by [`write_checkpoint`]: its state and tensors.

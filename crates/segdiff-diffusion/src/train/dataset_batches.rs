@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use segdiff_data::Dataset;
 
-use super::diffusion::ImageMaskBatch;
+use super::diffusion::{DiffusionBatch, ImageMaskBatch};
 use super::step_loop::TrainData;
 use crate::{DiffusionError, Result};
 
@@ -20,16 +20,14 @@ impl DatasetBatches {
     pub fn new(data: Dataset, guided: bool) -> Self {
         Self { data, guided }
     }
-}
 
-impl TrainData for DatasetBatches {
-    type Batch = ImageMaskBatch;
-
-    fn len(&self) -> usize {
-        self.data.len()
+    /// The dataset split.
+    pub fn dataset(&self) -> &Dataset {
+        &self.data
     }
 
-    fn load(&self, indices: &[usize]) -> Result<ImageMaskBatch> {
+    /// The samples at `indices` as (images, masks).
+    pub fn load_pairs(&self, indices: &[usize]) -> Result<ImageMaskBatch> {
         let samples: Vec<_> = indices
             .par_iter()
             .map(|&i| self.data.load(i))
@@ -65,5 +63,17 @@ impl TrainData for DatasetBatches {
             Tensor::from_vec(images, (n, c, h, w), &Device::Cpu)?,
             Tensor::from_vec(masks, (n, h, w), &Device::Cpu)?,
         ))
+    }
+}
+
+impl TrainData for DatasetBatches {
+    type Batch = DiffusionBatch;
+
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    fn load(&self, indices: &[usize]) -> Result<DiffusionBatch> {
+        Ok(self.load_pairs(indices)?.into())
     }
 }

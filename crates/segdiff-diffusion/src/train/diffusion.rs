@@ -18,6 +18,7 @@ use super::step_loop::{Loss, Method, TrainCore, TrainData, TrainEvent};
 use crate::config::SchedulerConfig;
 use crate::mask_conditioning::{encode_mask, AblationMode, MaskAblation};
 use crate::model_dir::{save_model_dir, ConditioningMeta};
+use crate::neighbours::{draw_neighbours, neighbour_channels, NeighbourScheme};
 use crate::random::{randn, sample_timesteps};
 use crate::{DiffusionError, Result};
 
@@ -34,6 +35,55 @@ pub struct TrainOptions {
 
 /// A diffusion batch: images (N, C, H, W) f32 in [-1, 1] and class-id masks (N, H, W) u32.
 pub type ImageMaskBatch = (Tensor, Tensor);
+
+/// What [`Trainer`] trains on: images and masks, and for a neighbour-conditioned model the
+/// slices adjacent to each sample ([`super::NeighbourBatches`]).
+#[derive(Debug, Clone)]
+pub struct DiffusionBatch {
+    /// (N, C, H, W) f32 in [-1, 1].
+    pub images: Tensor,
+    /// (N, H, W) u32 class ids.
+    pub masks: Tensor,
+    /// The slices before (`slice_index − 1`) and after (`+ 1`) each sample; `None` for plain 2-D
+    /// data.
+    pub neighbours: Option<[AdjacentSlices; 2]>,
+}
+
+/// One adjacent slice per sample of a batch (or its absence).
+#[derive(Debug, Clone)]
+pub struct AdjacentSlices {
+    /// (N, C, H, W) f32 in [-1, 1]; rows without a neighbour hold anything.
+    pub images: Tensor,
+    /// (N, H, W) u32 class ids; rows without a neighbour hold anything.
+    pub masks: Tensor,
+    /// Whether each sample has this neighbour.
+    pub present: Vec<bool>,
+}
+
+impl From<ImageMaskBatch> for DiffusionBatch {
+    fn from((images, masks): ImageMaskBatch) -> Self {
+        Self {
+            images,
+            masks,
+            neighbours: None,
+        }
+    }
+}
+
+/// Plain (images, masks) data as [`DiffusionBatch`]es.
+struct PlainBatches<'a, B>(&'a dyn TrainData<Batch = B>);
+
+impl<B: Into<DiffusionBatch> + Send> TrainData for PlainBatches<'_, B> {
+    type Batch = DiffusionBatch;
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn load(&self, indices: &[usize]) -> Result<DiffusionBatch> {
+        Ok(self.0.load(indices)?.into())
+    }
+}
 
 /// The trainer: the denoiser, its schedule and conditioning, and the shared trainable state.
 pub struct Trainer {
@@ -117,6 +167,16 @@ impl Trainer {
                 value: "unknown".into(),
                 reason: "a segmentation-guided model needs its class count",
             });
+        }
+        if let Some(scheme) = &meta.neighbours {
+            scheme.validate()?;
+            if scheme.with_mask && !meta.segmentation_guided {
+                return Err(DiffusionError::InvalidParameter {
+                    name: "neighbours.with_mask",
+                    value: "true".into(),
+                    reason: "an unconditional model has no mask to feed for the neighbour",
+                });
+            }
         }
         let varmap = Optimisation::varmap_from(weights, device)?;
         let model = UNet2DModel::new(
@@ -205,6 +265,13 @@ impl Trainer {
         self.core.optimisation.export_weights()
     }
 
+    /// A model with the exportable weights (the EMA weights when EMA is on): what a checkpoint
+    /// written now would sample with.
+    pub fn export_model(&self) -> Result<UNet2DModel> {
+        let vb = VarBuilder::from_tensors(self.export_weights(), DType::F32, &self.device);
+        Ok(UNet2DModel::new(&self.unet_config, vb)?)
+    }
+
     /// Replaces the run length (e.g. to extend a finished run when resuming).
     pub fn set_total_steps(&mut self, total: usize) {
         self.core.run.total_steps = total;
@@ -221,15 +288,51 @@ impl Trainer {
         )
     }
 
-    /// Runs optimiser steps (see [`super::train`]).
-    pub fn train(
+    /// Runs optimiser steps (see [`super::train`]) on [`ImageMaskBatch`]es or
+    /// [`DiffusionBatch`]es.
+    pub fn train<B: Into<DiffusionBatch> + Send>(
         &mut self,
-        data: &dyn TrainData<Batch = ImageMaskBatch>,
+        data: &dyn TrainData<Batch = B>,
         out: &Path,
         stop_at: Option<usize>,
         on_event: &mut dyn FnMut(TrainEvent<'_, Self>),
     ) -> Result<()> {
-        super::step_loop::train(self, data, out, stop_at, on_event)
+        super::step_loop::train(self, &PlainBatches(data), out, stop_at, on_event)
+    }
+
+    /// The neighbour channels of a batch: per sample, a direction (before/after) drawn from
+    /// `rng`, falling back to the other side at a volume's end, then the neighbour dropped with
+    /// probability `drop_p` (drawn from `rng` too, so resume stays exact). The neighbour's mask
+    /// is not ablated.
+    fn neighbour_input(
+        &self,
+        scheme: &NeighbourScheme,
+        batch: &DiffusionBatch,
+        rng: &mut StdRng,
+    ) -> Result<Tensor> {
+        let Some([before, after]) = &batch.neighbours else {
+            return Err(DiffusionError::train_data(
+                "a neighbour-conditioned model needs batches with the adjacent slices",
+            ));
+        };
+        let sides = draw_neighbours(scheme.drop_p, &before.present, &after.present, rng);
+        let mut rows = Vec::with_capacity(sides.len());
+        for (i, side) in sides.iter().enumerate() {
+            // An absent neighbour's row is a placeholder, zeroed by its presence flag.
+            let side = [before, after][side.unwrap_or(0)];
+            rows.push((side.images.narrow(0, i, 1)?, side.masks.narrow(0, i, 1)?));
+        }
+        let present: Vec<bool> = sides.iter().map(Option::is_some).collect();
+        let images = Tensor::cat(&rows.iter().map(|r| &r.0).collect::<Vec<_>>(), 0)?
+            .to_device(&self.device)?;
+        let masks = if scheme.with_mask {
+            let ids = Tensor::cat(&rows.iter().map(|r| &r.1).collect::<Vec<_>>(), 0)?;
+            let num_classes = self.meta.num_classes.unwrap_or(1);
+            Some(encode_mask(&ids, num_classes, self.meta.encoding())?.to_device(&self.device)?)
+        } else {
+            None
+        };
+        neighbour_channels(scheme, &images, masks.as_ref(), &present)
     }
 
     /// Writes a checkpoint of the current step (see [`super::save_checkpoint`]).
@@ -239,7 +342,7 @@ impl Trainer {
 }
 
 impl Method for Trainer {
-    type Batch = ImageMaskBatch;
+    type Batch = DiffusionBatch;
     type Options = TrainOptions;
 
     fn core(&self) -> &TrainCore {
@@ -259,7 +362,8 @@ impl Method for Trainer {
     }
 
     /// The ε-prediction (or v / sample) MSE of one micro-batch.
-    fn loss(&self, (images, masks): &ImageMaskBatch, rng: &mut StdRng) -> Result<Loss> {
+    fn loss(&self, batch: &DiffusionBatch, rng: &mut StdRng) -> Result<Loss> {
+        let (images, masks) = (&batch.images, &batch.masks);
         let images = images.to_device(&self.device)?;
         let (n, c, h, w) = images.dims4()?;
         if c != self.meta.image_channels {
@@ -286,6 +390,13 @@ impl Method for Trainer {
         } else {
             noisy
         };
+        let input = match &self.meta.neighbours {
+            Some(scheme) => {
+                let nb = self.neighbour_input(scheme, batch, rng)?;
+                Tensor::cat(&[&input, &nb], 1)?
+            }
+            None => input,
+        };
         let t = crate::noise_schedule::timesteps_tensor(&timesteps, &self.device)?;
         let pred = self.model.forward(&input, &t)?;
         Ok(Loss::total((pred - target)?.sqr()?.mean_all()?))
@@ -293,5 +404,95 @@ impl Method for Trainer {
 
     fn write_model(&self, dir: &Path) -> Result<()> {
         self.save_model(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask_conditioning::MaskEncoding;
+    use segdiff_unet::{DownBlockType, UpBlockType};
+
+    fn trainer(drop_p: f64) -> Trainer {
+        let scheme = NeighbourScheme {
+            with_mask: true,
+            drop_p,
+            ..NeighbourScheme::default()
+        };
+        let meta = ConditioningMeta {
+            segmentation_guided: true,
+            mask_encoding: MaskEncoding::Single,
+            num_classes: Some(3),
+            class_names: Vec::new(),
+            image_channels: 1,
+            ablation_trained: false,
+            class_colors: None,
+            neighbours: Some(scheme),
+        };
+        let config = UNet2DConfig {
+            sample_size: Some(8),
+            in_channels: 5,
+            out_channels: 1,
+            block_out_channels: vec![8, 16],
+            down_block_types: vec![DownBlockType::DownBlock2D; 2],
+            up_block_types: vec![UpBlockType::UpBlock2D; 2],
+            layers_per_block: 1,
+            norm_num_groups: Some(4),
+            ..UNet2DConfig::default()
+        };
+        let options = TrainOptions::default();
+        Trainer::new(
+            config,
+            meta,
+            SchedulerConfig::default(),
+            options,
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    fn batch(neighbour_value: f32) -> DiffusionBatch {
+        let dev = Device::Cpu;
+        let images = Tensor::ones((2, 1, 8, 8), DType::F32, &dev).unwrap() * 0.25;
+        let masks = Tensor::ones((2, 8, 8), DType::U32, &dev).unwrap();
+        let side = |present: bool| AdjacentSlices {
+            images: (Tensor::ones((2, 1, 8, 8), DType::F32, &dev).unwrap()
+                * f64::from(neighbour_value))
+            .unwrap(),
+            masks: Tensor::zeros((2, 8, 8), DType::U32, &dev).unwrap(),
+            present: vec![present; 2],
+        };
+        DiffusionBatch {
+            images: images.unwrap(),
+            masks,
+            neighbours: Some([side(true), side(false)]),
+        }
+    }
+
+    fn loss(t: &Trainer, b: &DiffusionBatch, seed: u64) -> f32 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        t.loss(b, &mut rng)
+            .unwrap()
+            .total
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The loss reads the neighbour (unless it is always dropped), and is a function of the
+    /// step RNG; a neighbour model refuses plain batches.
+    #[test]
+    fn loss_feeds_the_neighbour_channels() {
+        let kept = trainer(0.0);
+        let (a, b) = (batch(0.5), batch(-0.5));
+        assert_eq!(loss(&kept, &a, 1), loss(&kept, &a, 1));
+        assert_ne!(loss(&kept, &a, 1), loss(&kept, &b, 1));
+        let dropped = trainer(1.0);
+        assert_eq!(loss(&dropped, &a, 1), loss(&dropped, &b, 1));
+        let plain = DiffusionBatch {
+            neighbours: None,
+            ..batch(0.0)
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        assert!(kept.loss(&plain, &mut rng).is_err());
     }
 }

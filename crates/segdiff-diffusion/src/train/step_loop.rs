@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 use super::batches::{step_rng, BatchPlan};
-use super::checkpoint::{write_checkpoint, TrainingState};
+use super::checkpoint::{write_checkpoint, write_checkpoint_folder, TrainingState};
 use super::optimisation::Optimisation;
 use super::options::RunOptions;
 use crate::{DiffusionError, Result};
@@ -202,6 +202,34 @@ pub fn train<M: Method>(
 
 /// Writes `method`'s checkpoint for its current step (see [`write_checkpoint`]).
 pub fn save_checkpoint<M: Method>(method: &M, out: &Path, dataset_len: usize) -> Result<PathBuf> {
+    let (state, tensors) = checkpoint_contents(method, dataset_len)?;
+    write_checkpoint(
+        out,
+        &state,
+        &tensors,
+        method.core().run.keep_checkpoints,
+        |dir| method.write_model(dir),
+    )
+}
+
+/// Writes `method`'s checkpoint for its current step into the folder `dir` (any name; never
+/// pruned), with `extra` adding files of the caller's before the folder is swapped in.
+pub fn save_checkpoint_at<M: Method>(
+    method: &M,
+    dir: &Path,
+    dataset_len: usize,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let (state, tensors) = checkpoint_contents(method, dataset_len)?;
+    write_checkpoint_folder(dir, &state, &tensors, |staged| {
+        method.write_model(staged)?;
+        extra(staged)
+    })
+}
+
+type Contents<O> = (TrainingState<O>, std::collections::HashMap<String, Tensor>);
+
+fn checkpoint_contents<M: Method>(method: &M, dataset_len: usize) -> Result<Contents<M::Options>> {
     let core = method.core();
     let state = TrainingState {
         step: core.step,
@@ -210,10 +238,7 @@ pub fn save_checkpoint<M: Method>(method: &M, out: &Path, dataset_len: usize) ->
         epoch: plan(&core.run, dataset_len).epochs_done(core.step),
         dataset_len,
     };
-    let tensors = core.optimisation.state_tensors()?;
-    write_checkpoint(out, &state, &tensors, core.run.keep_checkpoints, |dir| {
-        method.write_model(dir)
-    })
+    Ok((state, core.optimisation.state_tensors()?))
 }
 
 fn plan(run: &RunOptions, len: usize) -> BatchPlan {

@@ -465,6 +465,7 @@ mod tests {
             image_channels: 1,
             ablation_trained: false,
             class_colors: None,
+            neighbours: None,
         }
     }
 

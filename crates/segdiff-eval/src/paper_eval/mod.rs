@@ -252,6 +252,7 @@ pub fn run_paper_eval(
         samples,
         timings: stages.timings,
         total_seconds: started.elapsed().as_secs_f64(),
+        volumes: None,
     };
     Ok(PaperEvalRun { report, sheet })
 }

@@ -265,6 +265,9 @@ pub struct PaperEvalReport {
     pub notes: Vec<String>,
     pub timings: Vec<StageTiming>,
     pub total_seconds: f64,
+    /// The whole-volume section, when asked for (`segdiff eval --volumes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<crate::volume_eval::VolumeReport>,
 }
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
@@ -488,6 +491,10 @@ impl PaperEvalReport {
             for n in &self.notes {
                 let _ = writeln!(md, "- {n}");
             }
+            md.push('\n');
+        }
+        if let Some(v) = &self.volumes {
+            md.push_str(&v.to_markdown());
             md.push('\n');
         }
         md.push_str("## Timings\n\n| stage | seconds |\n| --- | --- |\n");
