@@ -22,6 +22,7 @@ mod report;
 pub mod sweep;
 pub mod torch;
 mod torch_worker;
+pub mod volumes;
 
 /// One benchmark row.
 struct Row {
@@ -509,11 +510,14 @@ pub fn run(
         &crate::data_bench::section()?,
         torch_section.as_deref(),
     );
-    // The sampler sweep is measured on its own (`--sweep`); a full run keeps it.
-    let md = match sweep::MARKERS.existing(out) {
-        Some(section) => sweep::MARKERS.replace(&md, &section),
-        None => md,
-    };
+    // The sampler sweep and the whole volumes are measured on their own (`--sweep`,
+    // `--volumes`); a full run keeps them.
+    let md = [sweep::MARKERS, volumes::MARKERS]
+        .iter()
+        .fold(md, |md, markers| match markers.existing(out) {
+            Some(section) => markers.replace(&md, &section),
+            None => md,
+        });
     segdiff_io::write_bytes_atomic(out, md.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());

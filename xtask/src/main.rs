@@ -4,7 +4,8 @@
 //!   `../shared/fixtures` (the `#[ignore]`d ones); fails loudly when the fixtures are missing.
 //! - `weights`: fetches a model or files from the Hugging Face Hub into the standard cache.
 //! - `eval`: the paper's evaluation on Hub or local models, CUDA when present.
-//! - `bench`: times the denoiser and data preparation on the CPU and writes `BENCHMARKS.md`.
+//! - `bench`: times the denoiser, data preparation, sampler sweep and whole volumes on the CPU and
+//!   writes `BENCHMARKS.md`.
 
 mod bench;
 mod data_bench;
@@ -79,6 +80,13 @@ enum Command {
         /// With --sweep: take the sweep folder DIR (sweep.md, sweep.png) instead of running it.
         #[arg(long, requires = "sweep", value_name = "DIR")]
         sweep_from: Option<PathBuf>,
+        /// Only time whole volumes (`segdiff sample-volume` on the bundled 64² model, the
+        /// paper's 256² UNet extrapolated from a short stack) and replace that section.
+        #[arg(long)]
+        volumes: bool,
+        /// With --volumes: also time the 64² model on this 1 mm label volume (NIfTI).
+        #[arg(long, requires = "volumes", value_name = "FILE")]
+        volumes_1mm: Option<PathBuf>,
         /// Internal: peak RSS of loading MODEL and two forwards on INPUTS, in a fresh process.
         #[arg(long, hide = true, num_args = 2, value_names = ["MODEL", "INPUTS"])]
         peak_rss_child: Option<Vec<PathBuf>>,
@@ -117,6 +125,12 @@ fn main() -> Result<()> {
             out,
             ..
         } => bench::sweep::update(&workspace_root().join(out), sweep_from.as_deref()),
+        Command::Bench {
+            volumes: true,
+            volumes_1mm,
+            out,
+            ..
+        } => bench::volumes::update(&workspace_root().join(out), volumes_1mm.as_deref()),
         Command::Bench {
             runs,
             quick,
