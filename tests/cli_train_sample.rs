@@ -12,33 +12,21 @@ fn write_dataset(root: &Path) {
     write_squares_dataset(root, &[("train", 8), ("val", 2), ("test", 3)], 12345);
 }
 
-fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--channels",
-        "8,16",
-        "--norm-groups",
-        "4",
-        "--layers-per-block",
-        "1",
-        "--batch-size",
-        "4",
-        "--steps",
-        steps,
-        "--warmup-steps",
-        "1",
-        "--checkpoint-every",
-        "2",
-        "--preview-every",
-        "2",
-        "--seed",
-        "3",
-        "--ablation",
-    ]
+fn train_args(data: &str, out: &str, steps: &str) -> Vec<String> {
+    let mut args = tiny_train_args(data, out, steps);
+    args.extend(
+        [
+            "--checkpoint-every",
+            "2",
+            "--preview-every",
+            "2",
+            "--seed",
+            "3",
+            "--ablation",
+        ]
+        .map(String::from),
+    );
+    args
 }
 
 #[test]
@@ -49,7 +37,7 @@ fn train_resume_sample_and_shards() {
     let model = tmp.path().join("model");
     let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
 
-    ok(&segdiff(&train_args(d, m, "4")));
+    ok(&segdiff_owned(&train_args(d, m, "4")));
     for f in [
         "unet/config.json",
         "unet/diffusion_pytorch_model.safetensors",
@@ -71,12 +59,12 @@ fn train_resume_sample_and_shards() {
     assert_eq!(meta["class_names"][2], "b");
 
     // A second run into the same folder must not silently restart; --resume continues.
-    let again = segdiff(&train_args(d, m, "4"));
+    let again = segdiff_owned(&train_args(d, m, "4"));
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
     let mut resume = train_args(d, m, "6");
-    resume.push("--resume");
-    ok(&segdiff(&resume));
+    resume.push("--resume".into());
+    ok(&segdiff_owned(&resume));
     let log = std::fs::read_to_string(model.join("train_log.csv")).unwrap();
     let steps: Vec<&str> = log
         .lines()
