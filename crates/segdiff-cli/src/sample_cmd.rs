@@ -34,25 +34,9 @@ pub struct SampleArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
-    /// Sampler: `ddim` (paper), `ddpm`, `dpm++` (DPM-Solver++ 2M: similar quality in 15–25 steps),
-    /// `dpm++sde` (SDE-DPM-Solver++ 2M: stochastic, closer to the masks at the same steps),
-    /// `euler-a` (diffusers' Euler ancestral: stochastic) or `unipc` (UniPC bh2: deterministic
-    /// predictor-corrector).
-    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
-    pub scheduler: SamplerKind,
-    /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++, dpm++sde and unipc,
-    /// 30 for euler-a).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// DDIM η (0 = deterministic, the paper's setting).
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
-    /// Seed: image i of a run is reproducible on its own from (seed, i).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Images per denoiser call.
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
+    /// Sampler, steps, η, seed and batch size.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Samples generated per mask.
     #[arg(long, default_value_t = 1)]
     pub samples_per_mask: usize,
@@ -81,6 +65,44 @@ pub struct SampleArgs {
     /// Generate only shard I of N (1-based, e.g. `--shard 2/8`); files match a full run's.
     #[arg(long)]
     pub shard: Option<String>,
+}
+
+/// The sampling flags `segdiff sample` and `segdiff sample-volume` share.
+#[derive(Debug, clap::Args)]
+pub struct SamplingArgs {
+    /// Sampler: `ddim` (paper), `ddpm`, `dpm++` (DPM-Solver++ 2M: similar quality in 15–25 steps),
+    /// `dpm++sde` (SDE-DPM-Solver++ 2M: stochastic, closer to the masks at the same steps),
+    /// `euler-a` (diffusers' Euler ancestral: stochastic) or `unipc` (UniPC bh2: deterministic
+    /// predictor-corrector).
+    #[arg(long, default_value = "ddim", value_parser = crate::flag_values::flag::<SamplerKind>())]
+    pub scheduler: SamplerKind,
+    /// Inference steps (default: 50 for ddim, 1000 for ddpm, 20 for dpm++, dpm++sde and unipc,
+    /// 30 for euler-a).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM η (0 = deterministic, the paper's setting).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Seed: image (or slice) i of a run is reproducible on its own from (seed, i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images (slices) per denoiser call.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+}
+
+impl SamplingArgs {
+    /// These flags as sampling options, everything else at its default.
+    pub fn options(&self) -> SampleOptions {
+        SampleOptions {
+            scheduler: self.scheduler,
+            steps: self.steps,
+            eta: self.eta,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            ..SampleOptions::default()
+        }
+    }
 }
 
 /// Parses `I/N` (1-based).
@@ -175,11 +197,6 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
         None => None,
     };
     let options = SampleOptions {
-        scheduler: args.scheduler,
-        steps: args.steps,
-        eta: args.eta,
-        seed: args.seed,
-        batch_size: args.batch_size,
         samples_per_mask: args.samples_per_mask,
         guidance_scale: args.guidance_scale,
         keep_classes: args.keep_classes.clone(),
@@ -187,6 +204,7 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
         shard: args.shard.as_deref().map(parse_shard).transpose()?,
         init_noise,
         interpolation,
+        ..args.sampling.options()
     };
     let total = names.len() * args.samples_per_mask.max(1);
     let bar = crate::progress::bar(total as u64, "sample");
