@@ -59,6 +59,12 @@ pub fn run(cmd: DataCommand) -> Result<()> {
 }
 
 fn check(args: &DataCheckArgs) -> Result<()> {
+    if args.convert_colour_masks {
+        // Masks are rewritten in place: what a killed conversion left half-written goes.
+        segdiff_io::remove_stale_temps_tree(&args.data).with_context(|| {
+            format!("removing stale temporary files in {}", args.data.display())
+        })?;
+    }
     let opts = CheckOptions {
         num_classes: args.num_classes.map(|n| n as usize),
         convert_colour_masks: args.convert_colour_masks,

@@ -165,6 +165,10 @@ pub struct EvalArgs {
     /// Anchor slices of neighbour-conditioned volume generation.
     #[arg(long, default_value_t = 1)]
     pub anchors: usize,
+    /// With --volumes: every slice draws the same noise, in both the conditioned and the
+    /// independent stack (see `sample-volume --shared-noise`).
+    #[arg(long)]
+    pub shared_noise: bool,
 }
 
 /// The command line as typed, quoted where a shell would need it.
@@ -276,6 +280,8 @@ fn progress_printer() -> impl FnMut(&EvalProgress) {
 
 pub fn run(args: EvalArgs, rt: &Runtime) -> Result<()> {
     let cfg = config(&args, rt)?;
+    segdiff_io::remove_stale_temps_tree(&cfg.out)
+        .with_context(|| format!("removing stale temporary files in {}", cfg.out.display()))?;
     let mut progress = progress_printer();
     if let Some(s) = &args.shard {
         let shard = crate::sample_cmd::parse_shard(s)?;
@@ -343,6 +349,7 @@ fn volume_section(args: &EvalArgs, cfg: &PaperEvalConfig, rt: &Runtime) -> Resul
             seed: cfg.seed,
             anchors: args.anchors,
             batch_size: cfg.sampling.batch_size,
+            shared_noise: args.shared_noise,
             dtype: rt.sampling_dtype(),
             device: rt.device.clone(),
         },

@@ -1,10 +1,12 @@
 //! The library side of the `segdiff` command-line crate: the pieces that `xtask` shares with the
 //! binary: [`hub`], Hugging Face Hub references (`hf://owner/name`) resolved into the standard
-//! Hugging Face cache, and [`allocator`], the settings of the mimalloc allocator both binaries
-//! use. The science lives in the other segdiff crates.
+//! Hugging Face cache, [`allocator`], the settings of the mimalloc allocator both binaries
+//! use, and [`options_file`], the `--options FILE` / `--preset NAME` expansion (public so the
+//! fuzz targets reach it). The science lives in the other segdiff crates.
 
 pub mod allocator;
 pub mod hub;
+pub mod options_file;
 
 use std::path::{Path, PathBuf};
 

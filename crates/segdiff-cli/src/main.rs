@@ -12,7 +12,7 @@ mod eval_cmd;
 mod flag_values;
 mod metrics_cmd;
 mod model_cmd;
-mod options_file;
+use segdiff_cli::options_file;
 mod png_io;
 mod prepare_cmd;
 mod progress;

@@ -148,10 +148,8 @@ fn forward(
         .to_dtype(DType::F32)?;
     let out: HashMap<String, Tensor> =
         HashMap::from([("eps".to_string(), eps.to_device(&candle_core::Device::Cpu)?)]);
-    segdiff_io::write_atomic(output, |tmp| {
-        candle_core::safetensors::save(&out, tmp).map_err(std::io::Error::other)
-    })
-    .with_context(|| format!("writing {}", output.display()))?;
+    segdiff_unet::write_safetensors(output, &out, None)
+        .with_context(|| format!("writing {}", output.display()))?;
     println!("wrote eps {:?} to {}", out["eps"].dims(), output.display());
     Ok(())
 }

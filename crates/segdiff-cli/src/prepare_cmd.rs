@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use segdiff_data::{
-    brain_tissue_labels, prepare, read_nifti, Fit, InputSpec, Intensity, LabelMapping,
+    brain_tissue_labels, prepare, read_volume_file, Fit, InputSpec, Intensity, LabelMapping,
     PrepareOptions, Progress, SliceAxis, SliceFilter, SplitRatios,
 };
 
@@ -76,6 +76,10 @@ pub struct PrepareArgs {
     /// Volume index of 4-D NIfTI images.
     #[arg(long, default_value_t = 0)]
     pub volume_index: usize,
+    /// Convert colour DICOM images (RGB, YBR; 3 samples per pixel) to grey instead of refusing
+    /// them: RGB as Pillow's `convert("L")` weighs it, YBR by its Y (luma) sample.
+    #[arg(long)]
+    pub to_grey: bool,
     /// Output folder (replaced atomically when it already holds a dataset).
     #[arg(long)]
     pub out: PathBuf,
@@ -138,12 +142,17 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
         }
         let dir =
             tempfile::tempdir().context("creating a temporary folder for the tissue labels")?;
-        let t1 = read_nifti(&args.images[0], args.volume_index)?;
-        let gm = read_nifti(&args.tissue_maps[0], 0)?;
-        let wm = read_nifti(&args.tissue_maps[1], 0)?;
+        let t1 = read_volume_file(&args.images[0], args.volume_index)?;
+        let gm = read_volume_file(&args.tissue_maps[0], 0)?;
+        let wm = read_volume_file(&args.tissue_maps[1], 0)?;
         let labels = brain_tissue_labels(&t1, &gm, &wm)?;
         let path = dir.path().join("tissue_labels.nii");
-        segdiff_data::synthetic::write_nifti_u8(&path, &labels)?;
+        segdiff_data::synthetic::write_nifti_u8(&path, &labels).with_context(|| {
+            format!(
+                "writing the tissue label volume to the temporary folder {}",
+                dir.path().display()
+            )
+        })?;
         inputs.push(InputSpec {
             image: args.images[0].clone(),
             label: Some(path),
@@ -197,6 +206,7 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
     opts.seed = args.seed;
     opts.modality = args.modality.clone();
     opts.command = command_line;
+    opts.dicom.to_grey = args.to_grey;
     let bar = crate::progress::bar(0, "prepare");
     let summary = prepare(&opts, &|p| match p {
         Progress::Planned { slices, .. } => bar.set_length(*slices as u64),

@@ -89,6 +89,11 @@ pub struct SamplingArgs {
     /// Images (slices) per denoiser call.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Every image (slice) draws the same noise, that of image 0: images of similar masks come
+    /// out alike. For whole volumes this is what makes adjacent slices agree (see the README's
+    /// whole-volume figures); the images are then no longer independent samples.
+    #[arg(long)]
+    pub shared_noise: bool,
 }
 
 impl SamplingArgs {
@@ -100,6 +105,7 @@ impl SamplingArgs {
             eta: self.eta,
             seed: self.seed,
             batch_size: self.batch_size,
+            shared_noise: self.shared_noise,
             ..SampleOptions::default()
         }
     }
@@ -217,6 +223,8 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    segdiff_io::remove_stale_temps(&args.out)
+        .with_context(|| format!("removing stale temporary files in {}", args.out.display()))?;
     let (c, hh, ww) = (meta.image_channels, h, w);
     let px = out.images01.flatten_all()?.to_vec1::<f32>()?;
     let num_classes = meta.num_classes.unwrap_or(256);
@@ -280,10 +288,8 @@ pub fn run(args: SampleArgs, rt: &Runtime) -> Result<()> {
             Tensor::from_vec(idx, n, &Device::Cpu)?,
         );
     }
-    segdiff_io::write_atomic(&st_path, |tmp| {
-        candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
-    })
-    .with_context(|| format!("writing {}", st_path.display()))?;
+    segdiff_unet::write_safetensors(&st_path, &tensors, None)
+        .with_context(|| format!("writing {}", st_path.display()))?;
     println!(
         "wrote {} image(s) of {} to {} ({}, {}{})",
         out.image_indices.len(),

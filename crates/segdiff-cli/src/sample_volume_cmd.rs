@@ -32,8 +32,9 @@ pub struct SampleVolumeArgs {
     /// Model directory (diffusers layout), or `hf://owner/name[@revision][/folder]`.
     #[arg(long)]
     pub model: PathBuf,
-    /// Label volume(s): NIfTI (`.nii`, `.nii.gz`) or DICOM SEG (with --reference). With several,
-    /// --out is a folder.
+    /// Label volume(s): NIfTI-1/2 (`.nii`, `.nii.gz`), `.hdr`/`.img` pair, MetaImage (`.mha`,
+    /// `.mhd`), NRRD (`.nrrd`, `.nhdr`), or DICOM SEG (with --reference). With several, --out is a
+    /// folder.
     #[arg(long, num_args = 1.., required = true)]
     pub labels: Vec<PathBuf>,
     /// Output: `OUT.nii` / `OUT.nii.gz`, or a folder for a DICOM series (or for several inputs).
@@ -226,19 +227,18 @@ pub(crate) fn model_class_mapping(model: &SegdiffModel, strict: bool) -> Result<
     Ok(m)
 }
 
-/// `case1_seg` for `dir/case1_seg.nii.gz` (or a DICOM SEG file / folder name).
+/// `case1_seg` for `dir/case1_seg.nii.gz` (any volume file extension; or a DICOM SEG file / folder).
 fn stem(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "labels".into());
     let lower = name.to_ascii_lowercase();
-    for ext in [".nii.gz", ".nii", ".dcm"] {
-        if lower.ends_with(ext) {
-            return name[..name.len() - ext.len()].to_string();
-        }
+    let ext = segdiff_data::volume_extension(path).or((lower.ends_with(".dcm")).then_some(".dcm"));
+    match ext {
+        Some(ext) => name[..name.len() - ext.len()].to_string(),
+        None => name,
     }
-    name
 }
 
 fn is_nifti_out(path: &Path) -> bool {
@@ -413,9 +413,13 @@ fn sample_one(
         args.axis.name(),
         file_name(&t.labels)
     );
-    if let Some(dir) = t.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = t.out.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let dir = dir.unwrap_or(Path::new("."));
+    segdiff_io::remove_stale_temps(dir)
+        .with_context(|| format!("removing stale temporary files in {}", dir.display()))?;
     if t.dicom {
         let values = unit.mapv(|v| scale.map(v));
         let opts = DicomSeriesOptions {

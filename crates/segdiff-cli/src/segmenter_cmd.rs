@@ -131,6 +131,8 @@ fn has_split(data: &Path, split: Split) -> bool {
 }
 
 fn train(args: &SegmenterTrainArgs, rt: &Runtime) -> Result<()> {
+    segdiff_io::remove_stale_temps_tree(&args.out)
+        .with_context(|| format!("removing stale temporary files in {}", args.out.display()))?;
     let opts = DatasetOptions {
         num_classes: args.num_classes,
         force_grey: args.grey,
@@ -261,6 +263,8 @@ fn predict_files(args: &SegmenterPredictArgs, device: &Device) -> Result<()> {
     let [h, w] = spec.image_size;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    segdiff_io::remove_stale_temps(&args.out)
+        .with_context(|| format!("removing stale temporary files in {}", args.out.display()))?;
     let bar = crate::progress::bar(files.len() as u64, "predict");
     for chunk in files.chunks(args.batch_size) {
         let mut values = Vec::with_capacity(chunk.len() * channels * h * w);

@@ -127,6 +127,12 @@ pub struct TrainArgs {
     /// With --neighbours: also feed the neighbour's mask (encoded like the mask).
     #[arg(long)]
     pub neighbour_mask: bool,
+    /// With --neighbours: standard deviation of Gaussian noise added to the neighbour's image
+    /// (in the [-1, 1] scale) in training and in sampling (conditioning augmentation), so a
+    /// generated neighbour's artefacts do not propagate along the stack. Recorded in
+    /// segdiff.json.
+    #[arg(long, default_value_t = 0.0)]
+    pub neighbour_noise: f64,
 }
 
 /// The paper's UNet layout with the requested widths, attention at `--attention-level` (default:
@@ -233,11 +239,16 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         let pairs = NeighbourBatches::new(train.clone(), guided)
             .with_context(|| format!("pairing adjacent slices of {}", args.data.display()))?;
         eprintln!(
-            "neighbour conditioning: {} of {} training slices have an adjacent slice, dropped at rate {}{}",
+            "neighbour conditioning: {} of {} training slices have an adjacent slice, dropped at rate {}{}{}",
             pairs.paired(),
             train.len(),
             args.neighbour_drop,
-            if args.neighbour_mask { ", with its mask" } else { "" }
+            if args.neighbour_mask { ", with its mask" } else { "" },
+            if args.neighbour_noise > 0.0 {
+                format!(", its image noised with σ {}", args.neighbour_noise)
+            } else {
+                String::new()
+            }
         );
         Box::new(pairs)
     } else {
@@ -438,11 +449,15 @@ fn check_before_training(args: &TrainArgs, guided: bool) -> Result<()> {
     Ok(())
 }
 
-/// The neighbour scheme of --neighbours / --neighbour-drop / --neighbour-mask.
+/// The neighbour scheme of --neighbours / --neighbour-drop / --neighbour-mask /
+/// --neighbour-noise.
 fn neighbour_scheme(args: &TrainArgs, guided: bool) -> Result<Option<NeighbourScheme>> {
     if !args.neighbours {
-        if args.neighbour_mask || args.neighbour_drop != NeighbourScheme::DEFAULT_DROP_P {
-            bail!("--neighbour-mask / --neighbour-drop need --neighbours");
+        if args.neighbour_mask
+            || args.neighbour_drop != NeighbourScheme::DEFAULT_DROP_P
+            || args.neighbour_noise != 0.0
+        {
+            bail!("--neighbour-mask / --neighbour-drop / --neighbour-noise need --neighbours");
         }
         return Ok(None);
     }
@@ -453,8 +468,11 @@ fn neighbour_scheme(args: &TrainArgs, guided: bool) -> Result<Option<NeighbourSc
         kind: NeighbourKind::PreviousSlice,
         with_mask: args.neighbour_mask,
         drop_p: args.neighbour_drop,
+        noise: args.neighbour_noise,
     };
-    scheme.validate().context("--neighbour-drop")?;
+    scheme
+        .validate()
+        .context("--neighbour-drop / --neighbour-noise")?;
     Ok(Some(scheme))
 }
 

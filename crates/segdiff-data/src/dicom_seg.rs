@@ -42,12 +42,20 @@ pub fn read_seg_labels(
     shape: [usize; 3],
     affine: &Affine,
 ) -> Result<Array3<f32>> {
-    let obj = OpenFileOptions::new()
-        .open_file(path)
-        .map_err(|e| DataError::DicomParse {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    let parse_err = |detail: String| DataError::DicomParse {
+        path: path.to_path_buf(),
+        detail,
+    };
+    crate::dicom_series::check_dicom_lengths(path)?;
+    let obj = match segdiff_io::catch_panic(|| OpenFileOptions::new().open_file(path)) {
+        Ok(r) => r.map_err(|e| parse_err(e.to_string()))?,
+        Err(panic) => {
+            return Err(parse_err(segdiff_io::panic_detail(
+                "the DICOM parser",
+                &panic,
+            )))
+        }
+    };
     let attr = |name: &'static str, detail: String| DataError::DicomAttribute {
         path: path.to_path_buf(),
         attribute: name,

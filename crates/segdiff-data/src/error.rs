@@ -34,7 +34,8 @@ pub enum DataError {
     /// The pixel data is compressed with a transfer syntax we do not decode.
     #[error(
         "{path}: transfer syntax {uid} ({name}) is not supported; supported are uncompressed \
-         (implicit/explicit VR little endian, explicit VR big endian), deflated and RLE lossless"
+         (implicit/explicit VR little endian, explicit VR big endian), deflated, RLE lossless, \
+         JPEG baseline/extended/lossless, JPEG-LS and JPEG 2000"
     )]
     UnsupportedTransferSyntax {
         path: PathBuf,
@@ -60,6 +61,14 @@ pub enum DataError {
     /// The file could not be read as NIfTI-1.
     #[error("{path}: not a readable NIfTI-1 file: {detail}")]
     Nifti { path: PathBuf, detail: String },
+    /// The file could not be read as a NIfTI-2, NIfTI-1 pair, Analyze 7.5, MetaImage or NRRD
+    /// volume (`format` names which).
+    #[error("{path}: not a readable {format} file: {detail}")]
+    VolumeFormat {
+        path: PathBuf,
+        format: &'static str,
+        detail: String,
+    },
     /// A label volume does not share the image's voxel grid.
     #[error("{path}: label volume does not match image {image}: {detail}")]
     LabelGridMismatch {

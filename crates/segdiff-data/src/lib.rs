@@ -12,6 +12,8 @@
 //!   by volume → atomic write of `img/`, `mask/all/`, `manifest.csv`, `dataset.json`).
 //! * Readers: [`scan_dicom`] / [`read_dicom_series`] / [`read_dicom`], [`read_nifti`],
 //!   [`read_seg_labels`], all producing a [`Volume`] (voxel grid + voxel-to-RAS affine).
+//! * [`volume_formats`]: [`read_volume_file`] / [`read_volume_geometry`] for every volume file
+//!   format (NIfTI-1/2, `.hdr`/`.img` NIfTI pairs and Analyze 7.5, MetaImage, NRRD).
 //! * [`orientation`]: RAS+ reorientation and the radiological slice conventions.
 //! * [`Intensity`], [`LabelMapping`], [`SliceFilter`], [`Fit`], [`SplitRatios`]: the knobs.
 //! * [`Dataset`] + [`LoaderOptions`] → [`Batches`] of [`Batch`] (plain `Vec<f32>`/`Vec<u8>` +
@@ -48,6 +50,7 @@ pub mod split;
 pub mod synthetic;
 pub mod tissue;
 pub mod volume;
+pub mod volume_formats;
 pub mod volume_slices;
 
 pub use check::{
@@ -57,7 +60,8 @@ pub use check::{
 pub use dataset::{Dataset, DatasetClasses, DatasetOptions, Item, Sample};
 pub use dicom_seg::read_seg_labels;
 pub use dicom_series::{
-    read_dicom, read_dicom_pixels, read_dicom_series, scan_dicom, DicomPixels, DicomScan,
+    read_dicom, read_dicom_pixels, read_dicom_pixels_with, read_dicom_series,
+    read_dicom_series_with, read_dicom_with, scan_dicom, DicomPixels, DicomReadOptions, DicomScan,
     DicomSeriesInfo,
 };
 pub use dicom_writer::{write_dicom_series, DicomScaling, DicomSeriesOptions};
@@ -77,6 +81,10 @@ pub use resize::{resize_bilinear, resize_nearest, Fit};
 pub use split::{Split, SplitRatios};
 pub use tissue::brain_tissue_labels;
 pub use volume::{Affine, Volume};
+pub use volume_formats::{
+    is_nifti1_file, is_volume_file, read_volume_file, read_volume_geometry, volume_extension,
+    VOLUME_EXTENSIONS,
+};
 pub use volume_slices::{
     read_label_volume, slice_label_volume, LabelSlices, LabelVolume, SliceGeometry,
 };

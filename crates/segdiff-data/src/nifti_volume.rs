@@ -1,4 +1,5 @@
-//! NIfTI-1 (`.nii`, `.nii.gz`, either byte order) → volume, following nibabel.
+//! NIfTI-1 (`.nii`, `.nii.gz`, either byte order) → volume, following nibabel. The affine rule
+//! (`forms_affine`) is shared with NIfTI-2 and NIfTI-1 pairs ([`crate::volume_formats`]).
 //!
 //! * Values: `scl_slope`/`scl_inter` applied as nibabel does (a slope of 0 or a non-finite slope
 //!   means "no scaling"; a non-finite intercept counts as 0), computed in f64 and stored as f32.
@@ -45,24 +46,61 @@ fn quaternion_matrix(w: f64, x: f64, y: f64, z: f64) -> [[f64; 3]; 3] {
     ]
 }
 
+/// The header fields that place a NIfTI (1 or 2) or NIfTI-1 pair volume in the world, widened to
+/// f64 (exactly, for NIfTI-1's f32 fields), so one function gives every variant nibabel's affine.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NiftiForms {
+    pub(crate) sform_code: i64,
+    pub(crate) srow: [[f64; 4]; 3],
+    pub(crate) qform_code: i64,
+    /// `quatern_b`, `quatern_c`, `quatern_d`.
+    pub(crate) quatern: [f64; 3],
+    /// `qoffset_x`, `qoffset_y`, `qoffset_z`.
+    pub(crate) qoffset: [f64; 3],
+    /// `pixdim[0..4]` (`pixdim[0]` is qfac).
+    pub(crate) pixdim: [f64; 4],
+    /// `dim[1..4]`, each at least 1.
+    pub(crate) dim: [f64; 3],
+}
+
+impl NiftiForms {
+    fn of_header(header: &NiftiHeader) -> Self {
+        let r = |row: [f32; 4]| row.map(f64::from);
+        NiftiForms {
+            sform_code: i64::from(header.sform_code),
+            srow: [r(header.srow_x), r(header.srow_y), r(header.srow_z)],
+            qform_code: i64::from(header.qform_code),
+            quatern: [header.quatern_b, header.quatern_c, header.quatern_d].map(f64::from),
+            qoffset: [header.quatern_x, header.quatern_y, header.quatern_z].map(f64::from),
+            pixdim: [
+                header.pixdim[0],
+                header.pixdim[1],
+                header.pixdim[2],
+                header.pixdim[3],
+            ]
+            .map(f64::from),
+            dim: [header.dim[1], header.dim[2], header.dim[3]].map(|d| f64::from(d.max(1))),
+        }
+    }
+}
+
 /// The voxel-to-RAS affine nibabel would report for this header, plus warnings.
 pub fn nifti_affine(header: &NiftiHeader) -> (Affine, Vec<String>) {
+    forms_affine(&NiftiForms::of_header(header))
+}
+
+/// nibabel's `get_best_affine` for NIfTI-1 and NIfTI-2 alike (see the module docs).
+pub(crate) fn forms_affine(f: &NiftiForms) -> (Affine, Vec<String>) {
     let mut warnings = Vec::new();
-    if header.sform_code > 0 {
-        let r = |row: [f32; 4]| row.map(f64::from);
+    if f.sform_code > 0 {
         return (
-            [
-                r(header.srow_x),
-                r(header.srow_y),
-                r(header.srow_z),
-                [0.0, 0.0, 0.0, 1.0],
-            ],
+            [f.srow[0], f.srow[1], f.srow[2], [0.0, 0.0, 0.0, 1.0]],
             warnings,
         );
     }
     let mut zooms = [0.0f64; 3];
     for (d, z) in zooms.iter_mut().enumerate() {
-        let p = f64::from(header.pixdim[d + 1]);
+        let p = f.pixdim[d + 1];
         *z = if p.is_finite() && p != 0.0 {
             p.abs()
         } else {
@@ -75,39 +113,32 @@ pub fn nifti_affine(header: &NiftiHeader) -> (Affine, Vec<String>) {
             ));
         }
     }
-    if header.qform_code > 0 {
-        let (b, c, d) = (
-            f64::from(header.quatern_b),
-            f64::from(header.quatern_c),
-            f64::from(header.quatern_d),
-        );
+    if f.qform_code > 0 {
+        let [b, c, d] = f.quatern;
         // The NIfTI quaternion stores b, c, d; a = sqrt(1 - b² - c² - d²), clamped at 0 for the
         // rounding noise of nearly-180° rotations.
         let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
         let rot = quaternion_matrix(a, b, c, d);
-        let qfac = if header.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let qfac = if f.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
         let scale = [zooms[0], zooms[1], zooms[2] * qfac];
         let mut m = [[0.0; 4]; 4];
         for r in 0..3 {
             for col in 0..3 {
                 m[r][col] = rot[r][col] * scale[col];
             }
+            m[r][3] = f.qoffset[r];
         }
-        m[0][3] = f64::from(header.quatern_x);
-        m[1][3] = f64::from(header.quatern_y);
-        m[2][3] = f64::from(header.quatern_z);
         m[3][3] = 1.0;
         return (m, warnings);
     }
     warnings.push(
         "neither sform nor qform is set: using nibabel's default (LAS, centred) affine".into(),
     );
-    let dims = [header.dim[1], header.dim[2], header.dim[3]].map(|d| f64::from(d.max(1)));
     let z = [-zooms[0], zooms[1], zooms[2]];
     let mut m = [[0.0; 4]; 4];
     for i in 0..3 {
         m[i][i] = z[i];
-        m[i][3] = -(dims[i] - 1.0) / 2.0 * z[i];
+        m[i][3] = -(f.dim[i] - 1.0) / 2.0 * z[i];
     }
     m[3][3] = 1.0;
     (m, warnings)

@@ -54,9 +54,12 @@ pub fn phantom(shape: [usize; 3], spacing: [f64; 3]) -> (Volume<f32>, Volume<u8>
 }
 
 fn nifti_write_err(path: &Path, e: nifti::NiftiError) -> DataError {
-    DataError::Nifti {
-        path: path.to_path_buf(),
-        detail: format!("cannot write: {e}"),
+    match e {
+        nifti::NiftiError::Io(source) => DataError::io(path, "write NIfTI", source),
+        other => DataError::Nifti {
+            path: path.to_path_buf(),
+            detail: format!("cannot write: {other}"),
+        },
     }
 }
 

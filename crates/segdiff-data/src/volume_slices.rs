@@ -21,10 +21,10 @@ use crate::dicom_seg::read_seg_labels;
 use crate::dicom_series::read_dicom;
 use crate::error::{DataError, Result};
 use crate::labels::LabelMapping;
-use crate::nifti_volume::read_nifti;
 use crate::orientation::{apply_orientation, io_orientation, ras_geometry, Orientation, SliceAxis};
 use crate::resize::{fit_square, resize_bilinear, resize_nearest, Fit};
 use crate::volume::{Affine, Volume};
+use crate::volume_formats::{is_volume_file, read_volume_file};
 
 /// A `w × h` grey image from row-major pixels (an empty image if the sizes disagree).
 pub(crate) fn gray(w: usize, h: usize, data: Vec<u8>) -> GrayImage {
@@ -54,34 +54,33 @@ pub struct LabelVolume {
     pub warnings: Vec<String>,
 }
 
-/// Whether `path` names a NIfTI file (`.nii`, `.nii.gz`).
+/// Whether `path` is a NIfTI-1 file (`.nii`, `.nii.gz` with a NIfTI-1 header): one whose header
+/// [`crate::read_nifti_header`] reads, e.g. as the reference of an output on its grid. NIfTI-2
+/// and the other volume formats ([`crate::volume_formats`]) are not.
 pub fn is_nifti_path(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
+    crate::volume_formats::is_nifti1_file(path)
 }
 
 /// Reads a label volume and maps its values to class ids with `mapping` (unlisted values are
 /// background, or an error naming the value and the file when the mapping is strict).
 ///
-/// NIfTI files are read as `prepare` reads them (volume 0 of a 4-D file). A DICOM SEG needs the
-/// image series it segments (`reference`): its segments are rasterised onto that grid.
+/// Volume files (NIfTI, Analyze, MetaImage, NRRD: [`crate::volume_formats`]) are read as
+/// `prepare` reads them (volume 0 of a 4-D file). A DICOM SEG needs the image series it segments
+/// (`reference`): its segments are rasterised onto that grid.
 pub fn read_label_volume(
     path: &Path,
     mapping: &LabelMapping,
     reference: Option<&Path>,
 ) -> Result<LabelVolume> {
-    let (values, affine, warnings) = if is_nifti_path(path) {
-        let l = read_nifti(path, 0)?;
+    let (values, affine, warnings) = if is_volume_file(path) {
+        let l = read_volume_file(path, 0)?;
         (l.volume.data, l.volume.affine, l.warnings)
     } else {
         let image = reference.ok_or_else(|| {
             DataError::option(
                 "reference",
                 format!(
-                    "{} is not a NIfTI file: a DICOM SEG needs the image series it segments",
+                    "{} is not a volume file: a DICOM SEG needs the image series it segments",
                     path.display()
                 ),
             )

@@ -115,20 +115,21 @@ fn missing_pixel_data() {
 
 #[test]
 fn unsupported_compression_names_file_and_syntax() {
+    // JPEG, JPEG-LS and JPEG 2000 are decoded; HTJ2K (High-Throughput JPEG 2000) is not.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ct");
     std::fs::create_dir_all(&dir).unwrap();
     let mut s = SliceSpec::ct("1.2.3", 1, 8, 8, 0.0, 0);
-    s.transfer_syntax = "1.2.840.10008.1.2.4.90";
-    write_slice(&dir.join("j2k.dcm"), &s);
-    let e = read_dicom_pixels(&dir.join("j2k.dcm")).unwrap_err();
+    s.transfer_syntax = "1.2.840.10008.1.2.4.201";
+    write_slice(&dir.join("htj2k.dcm"), &s);
+    let e = read_dicom_pixels(&dir.join("htj2k.dcm")).unwrap_err();
     assert!(
         matches!(e, DataError::UnsupportedTransferSyntax { .. }),
         "{e}"
     );
     prepare_fails(
         &opts_for(&dir, None, &tmp.path().join("out")),
-        &["j2k.dcm", "1.2.840.10008.1.2.4.90", "JPEG 2000"],
+        &["htj2k.dcm", "1.2.840.10008.1.2.4.201", "HTJ2K Lossless"],
     );
 }
 

@@ -317,20 +317,28 @@ fn all_shared_dicoms_decode_like_pydicom() {
     for (key, rel) in files {
         check_dicom(&real.join("dicom").join(rel), key, &meta, &t);
     }
-    // JPEG 2000 is not decoded: a clear error naming the file and the syntax.
-    let j2k = real.join("dicom/explicit_VR-UN.dcm");
-    let err = read_dicom_pixels(&j2k).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        matches!(err, DataError::UnsupportedTransferSyntax { .. }),
-        "{msg}"
+    // JPEG 2000 lossless (.4.90) is decoded: pydicom's sha256 (the meta stores the hash only) and
+    // the very same values as its uncompressed copy, whose full array is stored.
+    check_dicom(
+        &real.join("dicom/explicit_VR-UN.dcm"),
+        "explicit_VR-UN",
+        &meta,
+        &t,
     );
-    assert!(
-        msg.contains("explicit_VR-UN.dcm")
-            && msg.contains("1.2.840.10008.1.2.4.90")
-            && msg.contains("JPEG 2000"),
-        "{msg}"
+    let j2k = read_dicom_pixels(&real.join("dicom/explicit_VR-UN.dcm"))
+        .unwrap_or_else(|e| panic!("explicit_VR-UN.dcm: {e}"));
+    let plain =
+        read_dicom_pixels(&real.join("dicom/derived/explicit_VR-UN_uncompressed.dcm")).unwrap();
+    assert_eq!(
+        j2k.raw, plain.raw,
+        "explicit_VR-UN: J2K vs uncompressed copy"
     );
+    let e = max_abs(
+        &j2k.raw.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+        &values_f64(&t["explicit_VR-UN_uncompressed.raw"]),
+    );
+    println!("explicit_VR-UN (JPEG 2000) vs pydicom raw: max abs error {e}");
+    assert_eq!(e, 0.0);
 }
 
 #[test]

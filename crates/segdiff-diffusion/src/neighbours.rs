@@ -37,6 +37,17 @@ pub struct NeighbourScheme {
     /// the first (anchor) slice of a volume without one.
     #[serde(default = "default_drop_p")]
     pub drop_p: f64,
+    /// Standard deviation (in the [-1, 1] image scale) of Gaussian noise added to the
+    /// neighbour's image in training and sampling alike (conditioning augmentation, as in
+    /// cascaded diffusion): the model cannot copy the neighbour's fine detail, so a generated
+    /// neighbour's artefacts do not propagate along the stack and the slice follows its own
+    /// mask. 0 (the default, and older models) feeds the neighbour as it is.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub noise: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn default_drop_p() -> f64 {
@@ -49,6 +60,7 @@ impl Default for NeighbourScheme {
             kind: NeighbourKind::PreviousSlice,
             with_mask: false,
             drop_p: Self::DEFAULT_DROP_P,
+            noise: 0.0,
         }
     }
 }
@@ -63,7 +75,7 @@ impl NeighbourScheme {
         image_channels + 1 + if self.with_mask { mask_channels } else { 0 }
     }
 
-    /// Checks `drop_p` ∈ [0, 1].
+    /// Checks `drop_p` ∈ [0, 1] and `noise` ∈ [0, 10].
     pub fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.drop_p) {
             return Err(DiffusionError::InvalidParameter {
@@ -72,7 +84,28 @@ impl NeighbourScheme {
                 reason: "must be in [0, 1]",
             });
         }
+        if !(0.0..=10.0).contains(&self.noise) {
+            return Err(DiffusionError::InvalidParameter {
+                name: "neighbour noise",
+                value: self.noise.to_string(),
+                reason: "must be a standard deviation in [0, 10]",
+            });
+        }
         Ok(())
+    }
+
+    /// `images` with the scheme's augmentation noise added: `images + noise · ε`, ε the
+    /// (N, C, H, W) standard-normal `draws`; `images` unchanged when `noise` is 0.
+    pub fn augment(
+        &self,
+        images: &Tensor,
+        draws: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if self.noise == 0.0 {
+            return Ok(images.clone());
+        }
+        let eps = draws()?;
+        Ok((images.to_dtype(DType::F32)? + (eps * self.noise)?)?)
     }
 }
 

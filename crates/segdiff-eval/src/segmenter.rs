@@ -187,8 +187,11 @@ pub fn save_segmenter(
         source,
     })?;
     let weights_path = dir.join(WEIGHTS_FILE);
-    write_atomic(&weights_path, |tmp| {
-        candle_core::safetensors::save(&cpu, tmp).map_err(std::io::Error::other)
+    segdiff_unet::write_safetensors(&weights_path, &cpu, None).map_err(|source| {
+        EvalError::Write {
+            path: weights_path.clone(),
+            source,
+        }
     })?;
     let text = serde_json::to_string_pretty(spec).map_err(|source| EvalError::Json {
         path: spec_path.clone(),

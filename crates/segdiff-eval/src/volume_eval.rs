@@ -241,6 +241,8 @@ pub struct VolumeEvalOptions {
     pub seed: u64,
     pub anchors: usize,
     pub batch_size: usize,
+    /// Every slice draws the same noise ([`SampleOptions::shared_noise`]), in both modes.
+    pub shared_noise: bool,
     pub dtype: DType,
     pub device: Device,
 }
@@ -301,6 +303,7 @@ pub fn evaluate_volumes(
                         steps: Some(options.steps),
                         seed: options.seed,
                         batch_size: options.batch_size,
+                        shared_noise: options.shared_noise,
                         ..SampleOptions::default()
                     },
                     independent,

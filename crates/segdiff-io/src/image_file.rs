@@ -30,6 +30,9 @@ pub enum ImageFileError {
         #[source]
         source: image::ImageError,
     },
+    /// The PNG decoder panicked on the file (caught by [`crate::catch_panic`]).
+    #[error("{}: not a readable PNG image: {detail}", path.display())]
+    DecoderPanic { path: PathBuf, detail: String },
     /// The image could not be encoded.
     #[error("{}: encoding the PNG", path.display())]
     Encode {
@@ -65,10 +68,21 @@ pub fn read_image(path: &Path) -> ImageFileResult<DynamicImage> {
         action: "reading",
         source,
     })?;
-    image::load_from_memory(&bytes).map_err(|source| ImageFileError::Decode {
-        path: path.to_path_buf(),
-        source,
-    })
+    decode_image(&bytes, path)
+}
+
+/// Decodes the image file `bytes` read from `path` (named in errors), behind a panic guard.
+pub fn decode_image(bytes: &[u8], path: &Path) -> ImageFileResult<DynamicImage> {
+    match crate::catch_panic(|| image::load_from_memory(bytes)) {
+        Ok(r) => r.map_err(|source| ImageFileError::Decode {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(panic) => Err(ImageFileError::DecoderPanic {
+            path: path.to_path_buf(),
+            detail: crate::panic_detail("the image decoder", &panic),
+        }),
+    }
 }
 
 /// Pillow's `convert("L")` of one 8-bit RGB pixel.

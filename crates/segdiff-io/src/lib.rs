@@ -9,18 +9,23 @@
 //!   sees, whichever command reads the file.
 //! - [`picture`]: pictures a person looks at: masks in class colours, overlays, grids.
 //! - [`chart`]: charts drawn with plotters (line charts; the bundled font every plot uses).
+//! - [`panic_guard`]: third-party decoders and parsers run on user files behind a guard that
+//!   turns a panic into an error message ([`catch_panic`]).
 //!
 //! Not here: anything about tensors, datasets or models.
 
 pub mod atomic_file;
 pub mod chart;
 pub mod image_file;
+pub mod panic_guard;
 pub mod picture;
 
 pub use atomic_file::{
-    remove_dir_on_drop, replace_dir, temp_sibling, write_atomic, write_bytes_atomic, DirGuard,
+    remove_dir_on_drop, remove_stale_temps, remove_stale_temps_tree, replace_dir, temp_sibling,
+    write_atomic, write_bytes_atomic, DirGuard,
 };
 pub use image_file::{
-    encode_png, grey16, grey8, pil_luma, read_chw01, read_grey_samples, read_image, write_png,
-    Channels, GreySamples, ImageFileError, ImageFileResult,
+    decode_image, encode_png, grey16, grey8, pil_luma, read_chw01, read_grey_samples, read_image,
+    write_png, Channels, GreySamples, ImageFileError, ImageFileResult,
 };
+pub use panic_guard::{catch_panic, panic_detail};

@@ -26,8 +26,8 @@ pub use unet2d::UNet2DModel;
 pub use weight_check::{build_checked, MisShaped, WeightReport};
 pub use weights::{
     expected_parameters, load_unet, model_from_tensors, modern_key, parameter_count,
-    read_weight_file, resolve_unet_dir, save_unet, LoadedUnet, WeightFormat, BIN_NAME, CONFIG_NAME,
-    SAFETENSORS_NAME,
+    read_weight_file, resolve_unet_dir, save_unet, write_safetensors, LoadedUnet, WeightFormat,
+    BIN_NAME, CONFIG_NAME, SAFETENSORS_NAME,
 };
 
 use std::path::PathBuf;

@@ -101,14 +101,25 @@ pub fn read_weight_file(path: &Path) -> Result<(HashMap<String, Tensor>, WeightF
     let is_bin = path
         .extension()
         .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
+    // The parsers run behind a panic guard: a damaged file is an error naming it, never a crash.
+    let guarded = |r: std::result::Result<candle_core::Result<HashMap<String, Tensor>>, String>| {
+        r.unwrap_or_else(|panic| {
+            Err(candle_core::Error::Msg(segdiff_io::panic_detail(
+                "the weight-file parser",
+                &panic,
+            )))
+        })
+        .map_err(read_err)
+    };
     let (raw, format) = if is_bin {
-        let v = candle_core::pickle::read_all(path).map_err(read_err)?;
-        (
-            v.into_iter().collect::<HashMap<_, _>>(),
-            WeightFormat::PytorchBin,
-        )
+        let v = guarded(segdiff_io::catch_panic(|| {
+            candle_core::pickle::read_all(path).map(|v| v.into_iter().collect())
+        }))?;
+        (v, WeightFormat::PytorchBin)
     } else {
-        let m = candle_core::safetensors::load(path, &Device::Cpu).map_err(read_err)?;
+        let m = guarded(segdiff_io::catch_panic(|| {
+            candle_core::safetensors::load(path, &Device::Cpu)
+        }))?;
         (m, WeightFormat::Safetensors)
     };
     if raw.is_empty() {
@@ -220,10 +231,7 @@ pub fn save_unet(
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let mut entries: Vec<(&String, &Tensor)> = contiguous.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
-    write_atomic(&weights, |tmp| {
-        safetensors::serialize_to_file(entries, Some(metadata), tmp).map_err(std::io::Error::other)
-    })
-    .map_err(|e| UnetError::Io {
+    write_safetensors(&weights, entries, Some(metadata)).map_err(|e| UnetError::Io {
         path: weights.clone(),
         source: e,
     })?;
@@ -233,4 +241,22 @@ pub fn save_unet(
         path: cfg_path.clone(),
         source: e,
     })
+}
+
+/// Writes `tensors` as a safetensors file at `path`, crash-safe: serialised in memory, then
+/// written by [`segdiff_io::write_bytes_atomic`]. (The safetensors crate's own file writer goes
+/// through a randomly named temporary file with owner-only permissions, which a killed process
+/// leaves behind and which our stale-temp cleanup cannot recognise.)
+pub fn write_safetensors<S, V, I>(
+    path: &Path,
+    tensors: I,
+    metadata: Option<HashMap<String, String>>,
+) -> std::io::Result<()>
+where
+    S: AsRef<str> + Ord + std::fmt::Display,
+    V: safetensors::View,
+    I: IntoIterator<Item = (S, V)>,
+{
+    let bytes = safetensors::serialize(tensors, metadata).map_err(std::io::Error::other)?;
+    segdiff_io::write_bytes_atomic(path, &bytes)
 }

@@ -188,8 +188,29 @@ pub(super) fn open_dicom(path: &Path, headers_only: bool) -> Result<DicomFile> {
     } else {
         opts
     };
-    opts.open_file(path).map_err(|e| DataError::DicomParse {
+    let parse_err = |detail: String| DataError::DicomParse {
         path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
+        detail,
+    };
+    check_dicom_lengths(path)?;
+    match segdiff_io::catch_panic(|| opts.open_file(path)) {
+        Ok(r) => r.map_err(|e| parse_err(e.to_string())),
+        Err(panic) => Err(parse_err(segdiff_io::panic_detail(
+            "the DICOM parser",
+            &panic,
+        ))),
+    }
+}
+
+/// Refuses a DICOM file with a value length beyond its end before dicom-rs reserves that
+/// length (see [`super::length_check`]).
+pub(crate) fn check_dicom_lengths(path: &Path) -> Result<()> {
+    match super::length_check::check_lengths(path) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(detail)) => Err(DataError::DicomParse {
+            path: path.to_path_buf(),
+            detail,
+        }),
+        Err(e) => Err(DataError::io(path, "read", e)),
+    }
 }

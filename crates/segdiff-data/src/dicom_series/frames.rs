@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::attributes::{
     attr_f64s, attr_int, attr_str, first_item, frame_geometries, open_dicom, FrameGeometry,
 };
-use super::pixels::decode_pixels;
+use super::pixels::{decode_pixels, DicomReadOptions};
 use crate::error::{DataError, Result};
 
 /// One decoded frame on its way into a volume.
@@ -34,8 +34,15 @@ pub(super) struct DecodedFrames {
 }
 
 /// Decodes `files` in parallel; a series without any frame is [`DataError::NoImages`] at `root`.
-pub(super) fn decode_series(files: &[PathBuf], root: &Path) -> Result<DecodedFrames> {
-    let loaded = files.par_iter().map(|p| load_frames(p)).collect::<Vec<_>>();
+pub(super) fn decode_series(
+    files: &[PathBuf],
+    root: &Path,
+    opts: &DicomReadOptions,
+) -> Result<DecodedFrames> {
+    let loaded = files
+        .par_iter()
+        .map(|p| load_frames(p, opts))
+        .collect::<Vec<_>>();
     let mut frames = Vec::new();
     let mut thickness = None;
     let mut modality = None;
@@ -62,9 +69,9 @@ pub(super) fn decode_series(files: &[PathBuf], root: &Path) -> Result<DecodedFra
     })
 }
 
-fn load_frames(path: &Path) -> Result<DecodedFrames> {
+fn load_frames(path: &Path, opts: &DicomReadOptions) -> Result<DecodedFrames> {
     let obj = open_dicom(path, false)?;
-    let px = decode_pixels(&obj, path)?;
+    let px = decode_pixels(&obj, path, opts)?;
     let geoms = frame_geometries(&obj, px.frames);
     let instance_number = attr_int(&obj, tags::INSTANCE_NUMBER);
     let series_uid = attr_str(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();

@@ -18,11 +18,19 @@
 //! * the affine maps `(column, row, slice)` to patient LPS and is then converted to RAS+.
 //!
 //! Supported transfer syntaxes: implicit/explicit VR little endian, explicit VR big endian,
-//! deflated explicit VR little endian and RLE lossless. Anything else is an error naming the file
-//! and the syntax.
+//! deflated explicit VR little endian, RLE lossless, JPEG baseline and extended (8/12-bit), JPEG
+//! lossless (process 14 and SV1), JPEG-LS lossless and near-lossless (greyscale), and JPEG 2000
+//! (lossless and lossy) — all decoded in pure Rust (dicom-rs with jpeg-decoder and openjp2;
+//! `jpegls` for JPEG-LS). Anything else (HTJ2K, MPEG, JPEG XL) is an error naming the file and
+//! the syntax. Colour images are refused unless [`DicomReadOptions::to_grey`]; objects without
+//! pixel data (structured reports, RT plans, DICOMDIR) are an error naming the file. Every
+//! parser and decoder call runs behind [`segdiff_io::catch_panic`].
 
 mod attributes;
+pub(crate) use attributes::check_dicom_lengths;
 mod frames;
+mod jpeg12;
+mod length_check;
 mod pixels;
 mod scan;
 mod stack;
@@ -34,7 +42,7 @@ use crate::loaded::LoadedVolume;
 use crate::volume::{lps_to_ras, Volume};
 
 use frames::{check_same_plane, check_same_series_and_size, decode_series, DecodedFrames};
-pub use pixels::{read_dicom_pixels, DicomPixels};
+pub use pixels::{read_dicom_pixels, read_dicom_pixels_with, DicomPixels, DicomReadOptions};
 pub use scan::{looks_like_dicom, scan_dicom, DicomScan, DicomSeriesInfo};
 use stack::{order_slices, stack_frames, Plane};
 
@@ -43,12 +51,20 @@ use stack::{order_slices, stack_frames, Plane};
 /// Errors name the offending file: unreadable or undecodable files, frames of different sizes,
 /// orientations or series, two frames at one position, uneven slice gaps.
 pub fn read_dicom_series(series: &DicomSeriesInfo) -> Result<LoadedVolume> {
+    read_dicom_series_with(series, &DicomReadOptions::default())
+}
+
+/// [`read_dicom_series`] with pixel-reading options (colour to grey).
+pub fn read_dicom_series_with(
+    series: &DicomSeriesInfo,
+    opts: &DicomReadOptions,
+) -> Result<LoadedVolume> {
     let root = series.files.first().cloned().unwrap_or_default();
     let DecodedFrames {
         mut frames,
         thickness,
         modality,
-    } = decode_series(&series.files, &root)?;
+    } = decode_series(&series.files, &root, opts)?;
     let (rows, cols) = check_same_series_and_size(&frames)?;
     check_same_plane(&frames)?;
     let mut warnings = Vec::new();
@@ -82,11 +98,16 @@ fn series_source(series: &DicomSeriesInfo, root: PathBuf) -> PathBuf {
 
 /// Read a DICOM folder or file that must hold exactly one image series.
 pub fn read_dicom(path: &Path) -> Result<LoadedVolume> {
+    read_dicom_with(path, &DicomReadOptions::default())
+}
+
+/// [`read_dicom`] with pixel-reading options (colour to grey).
+pub fn read_dicom_with(path: &Path, opts: &DicomReadOptions) -> Result<LoadedVolume> {
     let scan = scan_dicom(path)?;
     if scan.series.len() > 1 {
         return Err(mixed_series_error(path, &scan.series));
     }
-    let mut v = read_dicom_series(&scan.series[0])?;
+    let mut v = read_dicom_series_with(&scan.series[0], opts)?;
     v.source = path.to_path_buf();
     Ok(v)
 }

@@ -119,7 +119,12 @@ fn read_header(path: &Path) -> Result<Option<(FileHeader, bool)>> {
     const NON_IMAGE: [&str; 2] = ["1.2.840.10008.1.3.10", "1.2.840.10008.5.1.4.1.1.11.1"];
     let modality = attr_str(&obj, tags::MODALITY);
     if NON_IMAGE.contains(&sop_class.as_str())
-        || matches!(modality.as_deref(), Some("SR" | "KO" | "PR" | "REG"))
+        || matches!(
+            modality.as_deref(),
+            Some("SR" | "KO" | "PR" | "REG" | "RTPLAN" | "RTSTRUCT" | "RTRECORD")
+        )
+        // No image matrix at all (an RT plan, a waveform, a report of another modality).
+        || obj.element_opt(tags::ROWS).ok().flatten().is_none()
     {
         return Ok(None);
     }
@@ -164,7 +169,9 @@ pub fn scan_dicom(path: &Path) -> Result<DicomScan> {
                 segmentations.len()
             )
         } else {
-            "is not a DICOM image (it is a segmentation or a non-image object)".to_string()
+            "is not a DICOM image (it is a segmentation or a non-image object: a structured \
+             report, RT plan or structure set, waveform, DICOMDIR…)"
+                .to_string()
         };
         return Err(DataError::NoImages {
             path: path.to_path_buf(),

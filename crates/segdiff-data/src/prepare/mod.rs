@@ -111,6 +111,9 @@ pub struct PrepareOptions {
     pub command: String,
     /// Optional RGB colour per class (length = number of classes), for previews.
     pub class_colors: Option<Vec<[u8; 3]>>,
+    /// How DICOM pixel data is read (colour images to grey or refused).
+    #[serde(default)]
+    pub dicom: crate::dicom_series::DicomReadOptions,
 }
 
 impl PrepareOptions {
@@ -130,6 +133,7 @@ impl PrepareOptions {
             modality: None,
             command: String::new(),
             class_colors: None,
+            dicom: Default::default(),
         }
     }
 }
@@ -267,6 +271,8 @@ fn create_staging(opts: &PrepareOptions, has_masks: bool) -> Result<segdiff_io::
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, "create folder", e))?;
+    segdiff_io::remove_stale_temps(parent)
+        .map_err(|e| DataError::io(parent, "remove stale temporary files", e))?;
     let tmp = segdiff_io::temp_sibling(&opts.out_dir, "tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, "remove stale folder", e))?;

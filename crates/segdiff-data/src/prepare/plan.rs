@@ -5,15 +5,19 @@ use std::path::{Path, PathBuf};
 
 use crate::dicom_series::{mixed_series_error, scan_dicom, DicomSeriesInfo};
 use crate::error::{DataError, Result};
-use crate::nifti_volume::read_nifti_geometry;
 use crate::orientation::{io_orientation, ras_geometry};
 use crate::split::{assign_splits, Split};
 use crate::volume::Affine;
+use crate::volume_formats::{read_volume_geometry, volume_extension};
 
 use super::{InputSpec, PrepareOptions};
 
 pub(super) enum ImageSource {
-    Nifti { path: PathBuf, index: usize },
+    /// A volume file (NIfTI, Analyze, MetaImage, NRRD) and the volume index of a 4-D file.
+    File {
+        path: PathBuf,
+        index: usize,
+    },
     Dicom(DicomSeriesInfo),
 }
 
@@ -30,18 +34,10 @@ pub(super) struct Planned {
 impl Planned {
     pub(super) fn volume_index_for_label(&self) -> usize {
         match &self.image {
-            ImageSource::Nifti { index, .. } => *index,
+            ImageSource::File { index, .. } => *index,
             ImageSource::Dicom(_) => 0,
         }
     }
-}
-
-pub(super) fn is_nifti(p: &Path) -> bool {
-    let n = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    n.ends_with(".nii") || n.ends_with(".nii.gz")
 }
 
 fn stem(p: &Path) -> String {
@@ -50,12 +46,12 @@ fn stem(p: &Path) -> String {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let lower = n.to_ascii_lowercase();
-    for ext in [".nii.gz", ".nii", ".dcm", ".dicom"] {
-        if lower.ends_with(ext) {
-            return n[..n.len() - ext.len()].to_string();
-        }
+    let ext =
+        volume_extension(p).or_else(|| [".dcm", ".dicom"].into_iter().find(|e| lower.ends_with(e)));
+    match ext {
+        Some(e) => n[..n.len() - e.len()].to_string(),
+        None => n,
     }
-    n
 }
 
 /// Keep ids file-name friendly: `[A-Za-z0-9._-]`, everything else becomes `_`.
@@ -109,10 +105,10 @@ fn dicom_geometry_guess(s: &DicomSeriesInfo) -> ([usize; 3], Affine) {
 pub(super) fn plan(opts: &PrepareOptions, warnings: &mut Vec<String>) -> Result<Vec<Planned>> {
     let mut planned = Vec::new();
     for spec in &opts.inputs {
-        if is_nifti(&spec.image) {
-            planned.push(plan_nifti(spec)?);
+        if crate::volume_formats::is_volume_file(&spec.image) {
+            planned.push(plan_file(spec)?);
         } else {
-            plan_dicom(spec, warnings, &mut planned)?;
+            plan_dicom(spec, warnings, &mut planned).map_err(|e| unknown_format(spec, e))?;
         }
     }
     let mut seen = std::collections::BTreeMap::new();
@@ -133,13 +129,36 @@ pub(super) fn plan(opts: &PrepareOptions, warnings: &mut Vec<String>) -> Result<
     Ok(planned)
 }
 
-/// A NIfTI input: one volume.
-fn plan_nifti(spec: &InputSpec) -> Result<Planned> {
-    let (shape, affine) = read_nifti_geometry(&spec.image, spec.volume_index)?;
+/// A file that is neither a volume file by name nor DICOM by content (no `DICM` marker, no
+/// `.dcm` name) whose DICOM parse failed: say what is read instead of the parser's complaint.
+fn unknown_format(spec: &InputSpec, e: DataError) -> DataError {
+    let path = &spec.image;
+    let parse_failed = matches!(e, DataError::DicomParse { .. } | DataError::NoImages { .. });
+    if !path.is_file()
+        || !parse_failed
+        || crate::dicom_series::looks_like_dicom(path).unwrap_or(true)
+    {
+        return e;
+    }
+    DataError::option(
+        "image",
+        format!(
+            "{}: not a format segdiff reads. Volume files are recognised by their name: \
+             .nii/.nii.gz (NIfTI-1/2), .hdr+.img (Analyze 7.5, NIfTI pairs; also gzipped), \
+             .mha/.mhd (MetaImage), .nrrd/.nhdr (NRRD); DICOM by content (a `DICM` marker) or a \
+             .dcm name, as files or folders. Convert it first (e.g. with SimpleITK or nibabel)",
+            path.display(),
+        ),
+    )
+}
+
+/// A volume file input: one volume.
+fn plan_file(spec: &InputSpec) -> Result<Planned> {
+    let (shape, affine) = read_volume_geometry(&spec.image, spec.volume_index)?;
     Ok(Planned {
         id: sanitize_id(spec.id.as_deref().unwrap_or(&stem(&spec.image))),
         ras_shape: ras_shape_of(shape, &affine, &spec.image)?,
-        image: ImageSource::Nifti {
+        image: ImageSource::File {
             path: spec.image.clone(),
             index: spec.volume_index,
         },

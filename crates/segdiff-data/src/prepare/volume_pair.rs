@@ -4,14 +4,14 @@
 use std::path::Path;
 
 use crate::dicom_seg::read_seg_labels;
-use crate::dicom_series::read_dicom_series;
+use crate::dicom_series::read_dicom_series_with;
 use crate::error::{DataError, Result};
 use crate::loaded::LoadedVolume;
-use crate::nifti_volume::{read_nifti, read_nifti_geometry};
 use crate::orientation::{apply_orientation, io_orientation, ras_geometry, Orientation};
 use crate::volume::Volume;
+use crate::volume_formats::{is_volume_file, read_volume_file, read_volume_geometry};
 
-use super::plan::{is_nifti, ImageSource, Planned};
+use super::plan::{ImageSource, Planned};
 use super::PrepareOptions;
 
 /// Largest difference allowed between the direction/zoom parts of image and label affines.
@@ -28,8 +28,8 @@ pub(super) struct LoadedPair {
 
 pub(super) fn load_pair(p: &Planned, opts: &PrepareOptions) -> Result<LoadedPair> {
     let loaded: LoadedVolume = match &p.image {
-        ImageSource::Nifti { path, index } => read_nifti(path, *index)?,
-        ImageSource::Dicom(s) => read_dicom_series(s)?,
+        ImageSource::File { path, index } => read_volume_file(path, *index)?,
+        ImageSource::Dicom(s) => read_dicom_series_with(s, &opts.dicom)?,
     };
     let LoadedVolume {
         volume,
@@ -68,15 +68,15 @@ fn load_labels(
     warnings: &mut Vec<String>,
 ) -> Result<Volume<u8>> {
     let image_path = &p.source;
-    let (values, label_affine) = if is_nifti(lp) {
+    let (values, label_affine) = if is_volume_file(lp) {
         // A 4-D label map follows the image's volume index, a 3-D one is used as is.
         let want = p.volume_index_for_label();
-        let idx = if want > 0 && read_nifti_geometry(lp, want).is_ok() {
+        let idx = if want > 0 && read_volume_geometry(lp, want).is_ok() {
             want
         } else {
             0
         };
-        let l = read_nifti(lp, idx)?;
+        let l = read_volume_file(lp, idx)?;
         warnings.extend(
             l.warnings
                 .into_iter()

@@ -18,6 +18,9 @@ pub enum NoiseStream {
     Step,
     /// Noise that takes the real image to t̃ for latent interpolation.
     Interpolation,
+    /// Augmentation noise of the neighbour fed to a neighbour-conditioned model
+    /// ([`crate::NeighbourScheme::noise`]).
+    Neighbour,
 }
 
 impl NoiseStream {
@@ -26,6 +29,7 @@ impl NoiseStream {
             Self::Initial => 1,
             Self::Step => 2,
             Self::Interpolation => 3,
+            Self::Neighbour => 4,
         }
     }
 }

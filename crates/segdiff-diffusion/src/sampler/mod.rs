@@ -135,6 +135,10 @@ pub struct SampleOptions {
     pub init_noise: Option<Tensor>,
     /// Latent interpolation toward real images.
     pub interpolation: Option<LatentInterpolation>,
+    /// Every image draws its noise from the streams of image 0 (x_T, step noise, interpolation
+    /// noise) instead of its own: images of similar masks come out alike, e.g. adjacent slices
+    /// of a volume, at the cost of samples that are no longer independent draws.
+    pub shared_noise: bool,
 }
 
 impl Default for SampleOptions {
@@ -153,7 +157,17 @@ impl Default for SampleOptions {
             shard: None,
             init_noise: None,
             interpolation: None,
+            shared_noise: false,
         }
+    }
+}
+
+/// The image whose noise streams image `g` draws from (`g`, or 0 with `shared_noise`).
+pub(crate) fn noise_index(options: &SampleOptions, g: usize) -> usize {
+    if options.shared_noise {
+        0
+    } else {
+        g
     }
 }
 
@@ -406,11 +420,12 @@ impl<'o> SamplingRun<'o> {
         })
     }
 
-    /// The RNGs of `stream` for the images `images` (global indices).
+    /// The RNGs of `stream` for the images `images` (global indices; all image 0's with
+    /// `shared_noise`).
     fn rngs(&self, images: &[usize], stream: NoiseStream) -> Vec<rand::rngs::StdRng> {
         images
             .iter()
-            .map(|&g| image_rng(self.options.seed, g, stream))
+            .map(|&g| image_rng(self.options.seed, noise_index(self.options, g), stream))
             .collect()
     }
 

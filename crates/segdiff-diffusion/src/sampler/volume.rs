@@ -5,9 +5,10 @@
 //! conditioned on the adjacent slice generated before it ([`generation_order`]). Independently
 //! (`independent`, or a model without a neighbour scheme) every slice is generated alone.
 //!
-//! Slice `i` draws all its noise from the streams of image `i` ([`super::image_rng`]) in both
-//! modes, so an independent run equals [`sample_images`] (`segdiff sample`) over the same masks
-//! with the same seed, image by image. The entry point takes whole volumes so that a true
+//! Slice `i` draws all its noise from the streams of image `i` ([`super::image_rng`]; of image
+//! 0 for every slice with [`SampleOptions::shared_noise`]) in both modes, so an independent run
+//! equals [`sample_images`] (`segdiff sample`) over the same masks with the same seed, image by
+//! image. The entry point takes whole volumes so that a true
 //! 3-D denoiser can later be dispatched here without changing callers.
 
 use candle_core::{DType, Device, Tensor};
@@ -17,8 +18,9 @@ use crate::error::{DiffusionError, Result};
 use crate::model_dir::ConditioningMeta;
 use crate::neighbours::neighbour_channels;
 use crate::sampler::guided_loop::{to_image01, EpsModel};
+use crate::sampler::image_rng::{draw_batch, image_rng, NoiseStream};
 use crate::sampler::{
-    check_counts, conditions, sample_images, SampleInput, SampleOptions, SamplingRun,
+    check_counts, conditions, noise_index, sample_images, SampleInput, SampleOptions, SamplingRun,
 };
 
 /// Settings of a volume run.
@@ -190,7 +192,15 @@ pub fn sample_volume_slices(
                     None => Ok(Tensor::zeros(shape, DType::F32, device)?),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let nb_images = Tensor::cat(&nb_images, 0)?;
+            let nb_images = scheme.augment(&Tensor::cat(&nb_images, 0)?, || {
+                let mut rngs: Vec<_> = images
+                    .iter()
+                    .map(|&s| {
+                        image_rng(sample.seed, noise_index(sample, s), NoiseStream::Neighbour)
+                    })
+                    .collect();
+                draw_batch(&mut rngs, (shape.1, shape.2, shape.3), device)
+            })?;
             let nb_rows: Vec<usize> = chunk
                 .iter()
                 .map(|p| p.neighbour.unwrap_or(p.slice))
@@ -513,5 +523,55 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(err < 1e-6, "{err}");
+    }
+
+    /// Neighbour augmentation noise: seeded (same seed, same volume), it changes the conditioned
+    /// slices but not the anchor, and anchors still see zero neighbour channels.
+    #[test]
+    fn neighbour_noise_is_seeded_and_spares_the_anchor() {
+        let noisy = meta(Some(NeighbourScheme {
+            noise: 0.5,
+            ..NeighbourScheme::default()
+        }));
+        let plain = meta(Some(NeighbourScheme::default()));
+        let masks = volume(5);
+        let o = options(1, false);
+        let run = |m: &ConditioningMeta, o: &VolumeSampleOptions| {
+            let mut model = eps(0.4);
+            volume_run(&mut model, m, &masks, o)
+        };
+        let a = run(&noisy, &o);
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            run(&noisy, &o)
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        );
+        let b = run(&plain, &o);
+        assert_eq!(slice(&a, 2), slice(&b, 2), "the anchor has no neighbour");
+        for s in [0, 1, 3, 4] {
+            assert_ne!(slice(&a, s), slice(&b, s), "slice {s}");
+        }
+        let mut other = options(1, false);
+        other.sample.seed += 1;
+        assert_ne!(slice(&a, 3), slice(&run(&noisy, &other), 3));
+    }
+
+    /// Shared noise: slices with the same mask come out identical; with per-slice noise they
+    /// differ.
+    #[test]
+    fn shared_noise_makes_equal_masks_equal_images() {
+        let one = volume(1);
+        let same = Tensor::cat(&[&one, &one, &one], 0).unwrap();
+        for shared in [false, true] {
+            let mut o = options(1, true);
+            o.sample.shared_noise = shared;
+            let mut model = eps(0.4);
+            let out = volume_run(&mut model, &meta(None), &same, &o);
+            assert_eq!(slice(&out, 0) == slice(&out, 2), shared, "shared {shared}");
+            assert_eq!(slice(&out, 1) == slice(&out, 2), shared, "shared {shared}");
+        }
     }
 }

@@ -72,10 +72,7 @@ pub fn write_checkpoint_folder<O: Serialize>(
     let guard = segdiff_io::remove_dir_on_drop(&staged);
     write_model(&staged)?;
     let st_path = staged.join(STATE_TENSORS);
-    segdiff_io::write_atomic(&st_path, |p| {
-        candle_core::safetensors::save(tensors, p).map_err(std::io::Error::other)
-    })
-    .map_err(|e| io(&st_path, e))?;
+    segdiff_unet::write_safetensors(&st_path, tensors, None).map_err(|e| io(&st_path, e))?;
     let js_path = staged.join(STATE_JSON);
     let text = serde_json::to_string_pretty(state).map_err(|e| DiffusionError::ModelDir {
         path: js_path.clone(),

@@ -77,3 +77,32 @@ impl TrainData for DatasetBatches {
         Ok(self.load_pairs(indices)?.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segdiff_data::{DatasetOptions, Split};
+
+    /// A mask that fails to load mid-training is a training-data error naming the mask file
+    /// (it once read "optimiser state: <mask>").
+    #[test]
+    fn an_unreadable_mask_is_a_training_data_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (img, mask) = (
+            tmp.path().join("img/train"),
+            tmp.path().join("mask/all/train"),
+        );
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::create_dir_all(&mask).unwrap();
+        image::GrayImage::new(8, 8).save(img.join("a.png")).unwrap();
+        std::fs::write(mask.join("a.png"), b"not a png").unwrap();
+        std::fs::write(tmp.path().join("dataset.json"), r#"{"num_classes": 2}"#).unwrap();
+        let data = Dataset::open(tmp.path(), Split::Train, &DatasetOptions::default()).unwrap();
+        let err = DatasetBatches::new(data, true).load(&[0]).err().unwrap();
+        assert!(matches!(err, DiffusionError::TrainData { .. }), "{err:?}");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(chain.starts_with("training data: "), "{chain}");
+        assert!(chain.contains("mask/all/train/a.png"), "{chain}");
+        assert!(!chain.contains("optimiser"), "{chain}");
+    }
+}

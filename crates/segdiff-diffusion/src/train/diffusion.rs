@@ -323,7 +323,13 @@ impl Trainer {
             rows.push((side.images.narrow(0, i, 1)?, side.masks.narrow(0, i, 1)?));
         }
         let present: Vec<bool> = sides.iter().map(Option::is_some).collect();
-        let images = Tensor::cat(&rows.iter().map(|r| &r.0).collect::<Vec<_>>(), 0)?
+        let images = Tensor::cat(&rows.iter().map(|r| &r.0).collect::<Vec<_>>(), 0)?;
+        // Augmentation draws come after the side/drop draws, and only when noise > 0, so
+        // models without it keep their streams (and their exact resumes).
+        let images = scheme
+            .augment(&images, || {
+                randn(rng, images.dims(), DType::F32, &Device::Cpu)
+            })?
             .to_device(&self.device)?;
         let masks = if scheme.with_mask {
             let ids = Tensor::cat(&rows.iter().map(|r| &r.1).collect::<Vec<_>>(), 0)?;
@@ -414,9 +420,14 @@ mod tests {
     use segdiff_unet::{DownBlockType, UpBlockType};
 
     fn trainer(drop_p: f64) -> Trainer {
+        noisy_trainer(drop_p, 0.0)
+    }
+
+    fn noisy_trainer(drop_p: f64, noise: f64) -> Trainer {
         let scheme = NeighbourScheme {
             with_mask: true,
             drop_p,
+            noise,
             ..NeighbourScheme::default()
         };
         let meta = ConditioningMeta {
@@ -494,5 +505,17 @@ mod tests {
         };
         let mut rng = StdRng::seed_from_u64(1);
         assert!(kept.loss(&plain, &mut rng).is_err());
+    }
+
+    /// Neighbour augmentation noise is drawn from the step RNG (same seed, same loss), changes
+    /// what the network sees, and does not reach a dropped neighbour's (zeroed) channels.
+    #[test]
+    fn neighbour_noise_is_seeded_and_gated() {
+        let a = batch(0.5);
+        let noisy = noisy_trainer(0.0, 0.3);
+        assert_eq!(loss(&noisy, &a, 4), loss(&noisy, &a, 4));
+        assert_ne!(loss(&noisy, &a, 4), loss(&trainer(0.0), &a, 4));
+        let dropped = noisy_trainer(1.0, 0.3);
+        assert_eq!(loss(&dropped, &a, 4), loss(&dropped, &batch(-0.5), 4));
     }
 }

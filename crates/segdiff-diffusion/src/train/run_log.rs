@@ -81,13 +81,19 @@ impl LossLog {
                 row.push_str(&format!("{v:.6}"));
             }
         }
-        writeln!(self.file, "{row}").map_err(|e| log_err(&self.path, e))
+        // One write of the whole row: a killed process leaves whole rows, never half of one.
+        row.push('\n');
+        self.file
+            .write_all(row.as_bytes())
+            .map_err(|e| log_err(&self.path, e))
     }
 }
 
 /// `text` (a log, possibly empty) with `header` as its columns and no row after `last_step`.
 /// Returns `text` unchanged when nothing needs to change.
 fn rewrite_rows(text: &str, header: &[String], last_step: usize) -> String {
+    // A last line without its newline was cut short (a full disk): it is no row.
+    let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     let mut lines = text.lines();
     let Some(old_header) = lines.next() else {
         return format!("{}\n", header.join(","));
@@ -270,6 +276,20 @@ pub fn write_loss_curve(log_csv: &Path, out: &Path, title: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_row_cut_short_is_dropped() {
+        let header: Vec<String> = super::BASE_HEADER.iter().map(|s| s.to_string()).collect();
+        let whole = "step,epoch,loss,lr,grad_norm\n1,0,1,1,1\n2,0,1,1,1\n";
+        assert_eq!(super::rewrite_rows(whole, &header, 2), whole);
+        // "1" of a row for step 12 would otherwise pass for a row of step 1.
+        let cut = format!("{whole}1");
+        assert_eq!(super::rewrite_rows(&cut, &header, 10), whole);
+        assert_eq!(
+            super::rewrite_rows("step,ep", &header, 0),
+            format!("{}\n", header.join(","))
+        );
+    }
+
     #[test]
     fn plots_a_log_and_rejects_garbage() {
         let dir = tempfile::tempdir().unwrap();

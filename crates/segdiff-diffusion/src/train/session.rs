@@ -52,6 +52,9 @@ impl<M: Method> Session<'_, M> {
     ) -> Result<SessionFiles> {
         let started = Instant::now();
         std::fs::create_dir_all(self.out).map_err(|e| super::checkpoint::io(self.out, e))?;
+        // What a killed earlier sitting left half-written.
+        segdiff_io::remove_stale_temps_tree(self.out)
+            .map_err(|e| super::checkpoint::io(self.out, e))?;
         let start_step = method.core().step;
         let columns = self
             .monitor
