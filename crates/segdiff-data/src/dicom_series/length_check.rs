@@ -107,10 +107,9 @@ pub(super) fn check_lengths(path: &Path) -> std::io::Result<Result<(), String>> 
             walk.skip(len)?;
         }
     }
-    if let Some(end) = meta_end {
-        walk.pos = end;
-        walk.r.seek(SeekFrom::Start(end))?;
-    }
+    // Like dicom-rs, the data set starts where the last element begun inside the group length
+    // ends (which may be past the group length).
+    walk.r.seek(SeekFrom::Start(walk.pos))?;
     match syntax.as_str() {
         // No transfer syntax: as above.
         "" => return Ok(Ok(())),
@@ -272,6 +271,10 @@ impl<R: Read + Seek> Walk<R> {
                 } else if let Some(explicit) = outer.pop() {
                     self.explicit = explicit;
                 }
+                // A delimiter's length should be 0; dicom-rs steps over what it declares.
+                if len != u32::MAX {
+                    self.skip(len)?;
+                }
                 continue;
             }
             if tag == Tag(0xFFFE, 0xE000) {
@@ -282,6 +285,9 @@ impl<R: Read + Seek> Walk<R> {
                 continue;
             }
             if tag.group() == 0xFFFE && tag.element() == 0xE00D {
+                if len != u32::MAX {
+                    self.skip(len)?;
+                }
                 continue;
             }
             // Any other (FFFE,xxxx) is an element with a value to dicom-rs (read as UN).
