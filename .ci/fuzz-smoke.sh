@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
-if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+# grep without -q reads all of rustup's output (no SIGPIPE for pipefail to report)
+if ! rustup toolchain list 2>/dev/null | grep '^nightly' >/dev/null; then
     echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain list); the build and tests need stable only"
     exit 0
 fi

@@ -43,7 +43,8 @@ for f in "$vf"/*.hdr; do
     img="$vf/$(basename "$f" .hdr).img"
     [ -f "$img" ] && { printf '\x04'; cat "$f"; printf '@@@@'; cat "$img"; } > "$C/volume_formats/$(basename "$f")"
 done
-find "$R"/tests/fixtures "$R"/crates -name '*.png' -size -20k -not -path '*/target/*' | head -40 | while read -r f; do
+# (sed, not head: head would end the pipe early and pipefail would report find's SIGPIPE)
+find "$R"/tests/fixtures "$R"/crates -name '*.png' -size -20k -not -path '*/target/*' | sort | sed -n '1,40p' | while read -r f; do
     cp "$f" "$C/png_mask/$(echo "$f" | tr '/' '_')"
 done
 for f in "$R"/crates/segdiff-cli/src/presets/*.toml; do cp "$f" "$C/options_toml/"; done
