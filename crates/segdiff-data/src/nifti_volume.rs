@@ -149,15 +149,7 @@ fn spatial_shape(path: &Path, header: &NiftiHeader, volume_index: usize) -> Resu
     let dims = header.dim().map_err(|e| nifti_err(path, e.to_string()))?;
     let d = |i: usize| dims.get(i).map(|&v| v as usize).unwrap_or(1);
     let n4 = d(3);
-    if volume_index >= n4 {
-        return Err(DataError::InvalidOption {
-            option: "volume_index".into(),
-            detail: format!(
-                "{} has {n4} volume(s), index {volume_index} is out of range",
-                path.display()
-            ),
-        });
-    }
+    crate::volume_formats::check_volume_index(path, n4, volume_index)?;
     if dims.len() > 4 && dims[4..].iter().any(|&v| v > 1) {
         return Err(nifti_err(
             path,

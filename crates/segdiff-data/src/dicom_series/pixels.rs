@@ -143,13 +143,8 @@ pub(super) fn decode_pixels(
         detail,
     };
     let grey = samples.to_grey(opts).map_err(pixel_err)?;
-    let Samples {
-        rows,
-        cols,
-        frames,
-        layout,
-        ..
-    } = samples;
+    let (rows, cols, frames, layout) =
+        (samples.rows, samples.cols, samples.frames, &samples.layout);
     let raw = layout
         .raw_values(&grey.data, rows, cols, frames)
         .map_err(pixel_err)?;
@@ -184,20 +179,21 @@ struct Samples {
 }
 
 /// Grey samples of a [`Samples`]: one per pixel, little-endian in the layout's width.
-struct GreySamples {
-    data: Vec<u8>,
+struct GreySamples<'a> {
+    /// Borrowed from the [`Samples`] when they are already grey.
+    data: std::borrow::Cow<'a, [u8]>,
     monochrome1: bool,
 }
 
 impl Samples {
     /// One grey sample per pixel: greyscale as it is, colour converted with
     /// [`DicomReadOptions::to_grey`] or refused.
-    fn to_grey(&self, opts: &DicomReadOptions) -> std::result::Result<GreySamples, String> {
+    fn to_grey(&self, opts: &DicomReadOptions) -> std::result::Result<GreySamples<'_>, String> {
         let photometric = self.photometric.as_str();
         if self.samples == 1 {
             return match photometric {
                 "MONOCHROME1" | "MONOCHROME2" => Ok(GreySamples {
-                    data: self.data.clone(),
+                    data: std::borrow::Cow::Borrowed(&self.data),
                     monochrome1: photometric == "MONOCHROME1",
                 }),
                 "PALETTE COLOR" => Err(
@@ -287,7 +283,7 @@ impl Samples {
             }
         }
         Ok(GreySamples {
-            data,
+            data: std::borrow::Cow::Owned(data),
             monochrome1: false,
         })
     }
@@ -327,7 +323,7 @@ fn decoded_samples(obj: &DicomFile, path: &Path) -> Result<Samples> {
                     * usize::from(decoded.bits_allocated() / 8).max(1),
         photometric: decoded.photometric_interpretation().as_str().to_string(),
         layout: SampleLayout::of(&decoded),
-        data: decoded.data().to_vec(),
+        data: decoded.into_data(),
     })
 }
 

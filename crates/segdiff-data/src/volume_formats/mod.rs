@@ -118,6 +118,20 @@ pub fn read_volume_geometry(path: &Path, volume_index: usize) -> Result<([usize;
     }
 }
 
+/// `volume_index` must be below the file's `volumes` (the size of its 4th dimension).
+pub(crate) fn check_volume_index(path: &Path, volumes: usize, volume_index: usize) -> Result<()> {
+    if volume_index >= volumes {
+        return Err(crate::DataError::option(
+            "volume_index",
+            format!(
+                "{} has {volumes} volume(s), index {volume_index} is out of range",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,15 +326,7 @@ impl Header {
     ) -> Result<([usize; 3], usize, usize)> {
         let d = |i: usize| self.dims.get(i).copied().unwrap_or(1);
         let n4 = d(3);
-        if volume_index >= n4 {
-            return Err(DataError::InvalidOption {
-                option: "volume_index".into(),
-                detail: format!(
-                    "{} has {n4} volume(s), index {volume_index} is out of range",
-                    path.display()
-                ),
-            });
-        }
+        super::check_volume_index(path, n4, volume_index)?;
         if self.dims.iter().skip(4).any(|&v| v > 1) {
             return Err(format_err(
                 path,

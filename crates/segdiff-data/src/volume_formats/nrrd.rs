@@ -382,15 +382,7 @@ impl Header {
             .extra
             .and_then(|a| self.sizes.get(a).copied())
             .unwrap_or(1);
-        if volume_index >= n4 {
-            return Err(DataError::option(
-                "volume_index",
-                format!(
-                    "{} has {n4} volume(s), index {volume_index} is out of range",
-                    path.display()
-                ),
-            ));
-        }
+        super::check_volume_index(path, n4, volume_index)?;
         Ok(total)
     }
 }
