@@ -11,6 +11,7 @@ mod demo_cmd;
 mod eval_cmd;
 mod flag_values;
 mod metrics_cmd;
+mod mhvae_cmd;
 mod model_cmd;
 use segdiff_cli::options_file;
 mod png_io;
@@ -76,6 +77,10 @@ enum Command {
     /// Train the MONAI UNet segmenter used for evaluation, or segment images with one.
     #[command(subcommand)]
     Segmenter(segmenter_cmd::SegmenterCommand),
+    /// The multi-headed VAE (segmentation by warping a reference shape; style and position you
+    /// can swap and edit): its warp ops.
+    #[command(subcommand)]
+    Mhvae(mhvae_cmd::MhvaeCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -102,6 +107,7 @@ fn main() -> std::process::ExitCode {
             Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
             Command::Eval(args) => eval_cmd::run(args, &rt),
             Command::Segmenter(cmd) => segmenter_cmd::run(cmd, &rt),
+            Command::Mhvae(cmd) => mhvae_cmd::run(cmd),
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -147,9 +153,11 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
         }
         Command::Segmenter(segmenter_cmd::SegmenterCommand::Predict(a)) => fix(&mut a.segmenter),
         Command::Train(a) => a.segmenter.as_mut().map_or(Ok(()), fix),
-        Command::Metrics(_) | Command::Prepare(_) | Command::Data(_) | Command::Segmenter(_) => {
-            Ok(())
-        }
+        Command::Metrics(_)
+        | Command::Prepare(_)
+        | Command::Data(_)
+        | Command::Segmenter(_)
+        | Command::Mhvae(_) => Ok(()),
     }
 }
 

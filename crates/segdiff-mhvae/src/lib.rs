@@ -1,0 +1,28 @@
+//! The multi-headed VAE (MHVAE) of segdiff: the second generation method of our sources
+//! (*"Enhancing medical image generation with anatomical precision: a multi-headed VAE-based
+//! diffusion model"*). Its segmentation head has no pixel classifier: it warps a fixed reference
+//! shape (a centred disc) with a spatial transform T_θ predicted from the image, either affine or a
+//! thin-plate spline (TPS), so that the object's position θ and the image's style z are separate
+//! latents one can swap and edit.
+//!
+//! This crate holds the science; the CLI (`segdiff mhvae …`) only parses and wires.
+//! Not here: the diffusers UNet (`segdiff-unet`), the shared training machinery
+//! (`segdiff-diffusion::train`), metrics (`segdiff-eval`).
+//!
+//! Main items:
+//! - [`warp`]: the spatial-transformer ops candle lacks, differentiable in both arguments:
+//!   [`warp::grid_sample`] (bilinear, zero padding, both `align_corners`, with torch's semantics; a
+//!   CPU custom op with explicit backward and a device-agnostic composition for CUDA),
+//!   [`warp::affine_grid`], the thin-plate-spline grid [`warp::TpsWarp`] (the paper's App. B
+//!   system, inverted once per resolution), its control-point layouts [`warp::ControlPoints`], and
+//!   differentiable bilinear resizing [`warp::resize_bilinear`].
+//! - [`loss`]: log-cosh reconstruction, soft Dice, Gaussian KL.
+//! - [`reference_mask`]: the reference shape R (a disc at the centre, radius H/4).
+//! - [`MhvaeError`]: the crate's typed error.
+
+pub mod error;
+pub mod loss;
+pub mod reference_mask;
+pub mod warp;
+
+pub use error::{MhvaeError, Result};
