@@ -178,3 +178,227 @@ fn warp_errors_name_the_file_and_leave_no_output() {
     ]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+fn png_size(path: &Path) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn count_pngs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count()
+}
+
+/// synth → train (a few steps) → every command on the model; resume continues bit for bit.
+#[test]
+fn mhvae_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let data = p("data");
+    ok(&segdiff(&[
+        "mhvae",
+        "synth",
+        "--kind",
+        "blobs",
+        "--n",
+        "30",
+        "--size",
+        "32",
+        "--out",
+        s(&data),
+    ]));
+    assert_eq!(count_pngs(&data.join("img/train")), 24);
+    assert_eq!(count_pngs(&data.join("mask/all/test")), 3);
+    assert!(data.join("truth.jsonl").is_file());
+
+    let train = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut args = vec![
+            "mhvae",
+            "train",
+            "--data",
+            s(&data),
+            "--out",
+            s(out),
+            "--warp",
+            "tps",
+            "--steps",
+            steps,
+            "--batch-size",
+            "4",
+            "--checkpoint-every",
+            "5",
+            "--seed",
+            "3",
+            "--preview-every",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        segdiff(&args)
+    };
+    let model = p("model");
+    ok(&train(&model, "10", &[]));
+    for f in [
+        "mhvae.json",
+        "model.safetensors",
+        "train_log.csv",
+        "loss.png",
+        "reconstructions.png",
+        "previews/step-0000005.png",
+    ] {
+        assert!(model.join(f).is_file(), "{f}");
+    }
+    // A fresh run into a folder with checkpoints is refused; --resume continues exactly.
+    let resumed = p("resumed");
+    ok(&train(&resumed, "5", &[]));
+    let again = train(&resumed, "10", &[]);
+    assert_eq!(again.status.code(), Some(1));
+    ok(&train(&resumed, "10", &["--resume"]));
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        std::fs::read(resumed.join("model.safetensors")).unwrap(),
+        "resumed run differs from the uninterrupted one"
+    );
+
+    let test = data.join("img/test");
+    let m = s(&model);
+    ok(&segdiff(&[
+        "mhvae",
+        "segment",
+        "--model",
+        m,
+        "--images",
+        s(&test),
+        "--out",
+        s(&p("seg")),
+    ]));
+    assert_eq!(count_pngs(&p("seg")), 3);
+    let mask = image::open(p("seg/00027.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (32, 32));
+    assert!(mask.pixels().all(|v| v.0[0] <= 1), "masks hold 0/1 ids");
+    ok(&segdiff(&[
+        "mhvae",
+        "reconstruct",
+        "--model",
+        m,
+        "--images",
+        s(&test),
+        "--out",
+        s(&p("rec")),
+    ]));
+    assert_eq!(png_size(&p("rec/00028.png")), (32, 32));
+    ok(&segdiff(&[
+        "mhvae",
+        "swap",
+        "--model",
+        m,
+        "--style",
+        s(&test.join("00027.png")),
+        "--position",
+        s(&test),
+        "--out",
+        s(&p("swap")),
+    ]));
+    assert!(p("swap/00027__00029.png").is_file() && p("swap/swap.png").is_file());
+    ok(&segdiff(&[
+        "mhvae",
+        "edit",
+        "--model",
+        m,
+        "--images",
+        s(&test),
+        "--rotate",
+        "-45",
+        "--scale",
+        "0.7",
+        "--translate",
+        "-0.1,0.2",
+        "--out",
+        s(&p("edit")),
+    ]));
+    assert_eq!(count_pngs(&p("edit/masks")), 3);
+    assert!(p("edit/00029.png").is_file());
+    ok(&segdiff(&[
+        "mhvae",
+        "interpolate",
+        "--model",
+        m,
+        "--a",
+        s(&test.join("00027.png")),
+        "--b",
+        s(&test.join("00028.png")),
+        "--steps",
+        "3",
+        "--out",
+        s(&p("interp.png")),
+    ]));
+    let (w, h) = png_size(&p("interp.png"));
+    assert_eq!(
+        (w, h),
+        (3 * 128 + 2 * 2 * 4, 3 * 128 + 2 * 2 * 4),
+        "3×3 tiles of 32 px, zoomed ×4"
+    );
+    let inspect = segdiff(&[
+        "mhvae",
+        "inspect",
+        "--model",
+        m,
+        "--images",
+        s(&test),
+        "--out",
+        s(&p("insp")),
+        "--json",
+    ]);
+    ok(&inspect);
+    let report: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 3);
+    assert_eq!(report[0]["tps_sources"].as_array().unwrap().len(), 20);
+
+    // Errors: a bad flag value exits 2; a missing model or a malformed image exits 1 naming it.
+    let bad = segdiff(&[
+        "mhvae",
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&p("x")),
+        "--warp",
+        "spline",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("affine"));
+    let missing = segdiff(&[
+        "mhvae",
+        "segment",
+        "--model",
+        s(&p("nope")),
+        "--images",
+        s(&test),
+        "--out",
+        s(&p("o1")),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
+    let broken = p("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("x.png"), b"not a png").unwrap();
+    let bad_img = segdiff(&[
+        "mhvae",
+        "reconstruct",
+        "--model",
+        m,
+        "--images",
+        s(&broken),
+        "--out",
+        s(&p("o2")),
+    ]);
+    assert_eq!(bad_img.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_img.stderr).contains("x.png"));
+    assert!(!p("o2").join("x.png").exists());
+}

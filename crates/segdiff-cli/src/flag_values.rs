@@ -7,6 +7,8 @@ use std::marker::PhantomData;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use segdiff_data::{Fit, SliceAxis};
 use segdiff_diffusion::{MaskEncoding, PredictionType, SamplerKind};
+use segdiff_mhvae::synth::ShapeKind;
+use segdiff_mhvae::{ThetaParam, WarpKind};
 
 /// A library enum as a flag value.
 pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
@@ -168,6 +170,37 @@ pub fn parse_device(s: &str) -> Result<DeviceFlag, String> {
             .map(DeviceFlag::Cuda)
             .ok_or_else(|| "expected cpu, cuda or cuda:N".to_string()),
         None => Err("expected cpu, cuda or cuda:N".to_string()),
+    }
+}
+
+impl FlagValue for WarpKind {
+    const NAMES: &'static [&'static [&'static str]] = &[&["affine"], &["tps"], &["none"]];
+    fn from_flag(name: &str) -> Option<Self> {
+        match name {
+            "affine" => Some(Self::Affine),
+            "tps" => Some(Self::Tps),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+}
+
+impl FlagValue for ThetaParam {
+    const NAMES: &'static [&'static [&'static str]] = &[&["offset"], &["absolute"]];
+    fn from_flag(name: &str) -> Option<Self> {
+        match name {
+            "offset" => Some(Self::Offset),
+            "absolute" => Some(Self::Absolute),
+            _ => None,
+        }
+    }
+}
+
+impl FlagValue for ShapeKind {
+    const NAMES: &'static [&'static [&'static str]] =
+        &[&["ellipses"], &["blobs"], &["merged-circles"]];
+    fn from_flag(name: &str) -> Option<Self> {
+        name.parse().ok()
     }
 }
 

@@ -107,7 +107,7 @@ fn main() -> std::process::ExitCode {
             Command::Metrics(cmd) => metrics_cmd::run(cmd, &rt),
             Command::Eval(args) => eval_cmd::run(args, &rt),
             Command::Segmenter(cmd) => segmenter_cmd::run(cmd, &rt),
-            Command::Mhvae(cmd) => mhvae_cmd::run(cmd),
+            Command::Mhvae(cmd) => mhvae_cmd::run(cmd, &rt),
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -21,15 +21,16 @@ pub struct RunArgs {
     /// Optimiser steps of the whole run (overrides --epochs).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
-    /// Linear warm-up steps before the cosine decay.
-    #[arg(long, default_value_t = 500)]
-    pub warmup_steps: usize,
-    /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.01)]
-    pub weight_decay: f64,
+    /// Peak learning rate [default: the method's: 1e-4 for `train`, 1e-3 for `mhvae train`].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Linear warm-up steps before the cosine decay [default: 500 for `train`, 100 for `mhvae
+    /// train`].
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// AdamW weight decay [default: 0.01 for `train`, 0 for `mhvae train`].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
     /// Global gradient-norm clip.
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
@@ -81,13 +82,14 @@ impl RunArgs {
         (dataset_len.div_ceil(self.batch_size.max(1)) / self.grad_accum.max(1)).max(1)
     }
 
-    /// The run's options over `dataset_len` samples.
-    pub fn run_options(&self, dataset_len: usize) -> RunOptions {
+    /// The run's options over `dataset_len` samples; flags left out take the method's
+    /// `defaults`.
+    pub fn run_options(&self, dataset_len: usize, defaults: &RunOptions) -> RunOptions {
         let per_epoch = self.steps_per_epoch(dataset_len);
         RunOptions {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            warmup_steps: self.warmup_steps,
+            lr: self.lr.unwrap_or(defaults.lr),
+            weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+            warmup_steps: self.warmup_steps.unwrap_or(defaults.warmup_steps),
             total_steps: self.steps.unwrap_or(self.epochs * per_epoch),
             batch_size: self.batch_size,
             grad_accumulation: self.grad_accum,
@@ -96,7 +98,7 @@ impl RunArgs {
             seed: self.seed,
             checkpoint_every: self.checkpoint_every.unwrap_or(per_epoch),
             keep_checkpoints: self.keep_checkpoints,
-            ..RunOptions::default()
+            ..defaults.clone()
         }
     }
 }

@@ -256,7 +256,10 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
     };
     let cond_ch = meta.condition_channels()?;
     let unet = unet_config(&args, size, first.channels + cond_ch, first.channels)?;
-    let run = args.run.run_options(train.len());
+    let run = args.run.run_options(
+        train.len(),
+        &segdiff_diffusion::train::RunOptions::default(),
+    );
     let (total, steps_per_epoch) = (run.total_steps, args.run.steps_per_epoch(train.len()));
     let options = TrainOptions {
         run,

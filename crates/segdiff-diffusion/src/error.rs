@@ -125,6 +125,14 @@ pub enum DiffusionError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A training method's own computation (its loss, its model files) failed; the cause (the
+    /// method crate's error) is the `source()`. Build it with [`DiffusionError::method`].
+    #[error("{what}")]
+    Method {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The training monitor's evaluation failed at a step; the cause is the `source()`.
     #[error("evaluating the model at step {step} (training monitor)")]
     Monitor {
@@ -146,6 +154,17 @@ pub enum DiffusionError {
 }
 
 impl DiffusionError {
+    /// A [`DiffusionError::Method`]: `what` the method was doing, and the cause.
+    pub fn method(
+        what: &'static str,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Method {
+            what,
+            source: cause.into(),
+        }
+    }
+
     /// A [`DiffusionError::TrainData`] from an error (kept whole as the source) or a message.
     pub fn train_data(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::TrainData {

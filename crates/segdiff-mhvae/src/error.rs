@@ -21,6 +21,15 @@ pub enum MhvaeError {
     /// points).
     #[error("the thin-plate-spline system of {count} control points is singular: {reason}")]
     SingularControlPoints { count: usize, reason: String },
+    /// A model folder (`mhvae.json`, `model.safetensors`) is missing, unreadable or inconsistent.
+    #[error("{path}: {message}")]
+    ModelFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// The shared training machinery or sampling failed.
+    #[error(transparent)]
+    Diffusion(#[from] segdiff_diffusion::DiffusionError),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

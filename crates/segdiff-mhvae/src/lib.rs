@@ -20,9 +20,20 @@
 //! - [`reference_mask`]: the reference shape R (a disc at the centre, radius H/4).
 //! - [`MhvaeError`]: the crate's typed error.
 
+pub mod config;
+pub mod edit;
 pub mod error;
 pub mod loss;
+pub mod model;
+pub mod position;
 pub mod reference_mask;
+pub mod sheet;
+pub mod synth;
+pub mod trainer;
 pub mod warp;
 
+pub use config::{LossWeights, MhvaeConfig, ThetaParam, WarpKind};
+pub use edit::PositionEdit;
 pub use error::{MhvaeError, Result};
+pub use model::{Mhvae, Posterior, WarpGrids};
+pub use position::Position;

@@ -12,7 +12,7 @@ mod blocks;
 mod config;
 pub mod cpu_kernels;
 mod embeddings;
-mod layers;
+pub mod layers;
 mod resnet;
 mod trace;
 mod unet2d;

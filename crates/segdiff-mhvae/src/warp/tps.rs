@@ -145,6 +145,17 @@ impl TpsWarp {
         Ok(Tensor::from_vec(flat, (1, self.targets.len(), 2), device)?)
     }
 
+    /// The constant matrix G (P × K, f32 on `device`) of the spline at arbitrary output points:
+    /// `G · sources` is the grid there (used for lattices moved by an edit).
+    pub fn kernel_at(&self, points: &[[f64; 2]], device: &Device) -> Result<Tensor> {
+        let g = lift(&self.targets, points) * &self.minv;
+        let k = self.targets.len();
+        Ok(
+            Tensor::from_vec(g.transpose().as_slice().to_vec(), (points.len(), k), device)?
+                .to_dtype(DType::F32)?,
+        )
+    }
+
     /// The spline in f64 at arbitrary points (for pictures and exact checks): D(q) for each q.
     pub fn map_points(&self, sources: &[[f64; 2]], points: &[[f64; 2]]) -> Result<Vec<[f64; 2]>> {
         let k = self.targets.len();

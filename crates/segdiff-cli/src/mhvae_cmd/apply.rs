@@ -1,0 +1,325 @@
+//! `segdiff mhvae segment | reconstruct | swap | edit | interpolate`: a trained MHVAE applied to
+//! folders of PNG images (the model's size and channel count; outputs keep the input names).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use segdiff_mhvae::sheet::{mask_tile, tile, viewable, SHEET_IMAGES};
+use segdiff_mhvae::{Mhvae, PositionEdit};
+
+use super::images::{
+    load_model, prepare_out, read_images, rows, save_image, save_mask, stack, InputImage, BATCH,
+};
+use crate::runtime::Runtime;
+
+/// `--model` and `--images` of the commands that map images to images.
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Trained model folder (`segdiff mhvae train --out`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A PNG image or a folder of them, at the model's size.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Output folder (files keep the input names).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `f` on batches of the images, with a progress bar.
+fn batched(
+    images: &[InputImage],
+    model: &Mhvae,
+    what: &str,
+    mut f: impl FnMut(&[&InputImage], &Tensor) -> Result<()>,
+) -> Result<()> {
+    let bar = crate::progress::bar(images.len() as u64, what);
+    for chunk in images.chunks(BATCH) {
+        let refs: Vec<&InputImage> = chunk.iter().collect();
+        f(&refs, &stack(&refs, model)?)?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn needs_position(model: &Mhvae, what: &str) -> Result<()> {
+    if model.position().is_none() {
+        bail!("{what} needs a model with a position head; this one was trained with --warp none (the single-headed VAE)");
+    }
+    Ok(())
+}
+
+/// `segment`: one 0/1 PNG mask per input, the warped reference at the model's threshold.
+pub fn segment(args: &ImagesArgs, rt: &Runtime) -> Result<()> {
+    let model = load_model(&args.model, &rt.device)?;
+    needs_position(&model, "segment")?;
+    let images = read_images(&args.images, &model)?;
+    prepare_out(&args.out)?;
+    let s = model.config().image_size;
+    batched(&images, &model, "segment", |batch, x| {
+        let post = model.encode(x)?;
+        let theta = &post.theta.as_ref().context("no position")?.0;
+        for (img, m) in batch.iter().zip(rows(&model.segment(theta)?)?) {
+            save_mask(&args.out.join(&img.name), &m, s)?;
+        }
+        Ok(())
+    })?;
+    println!("wrote {} mask(s) to {}", images.len(), args.out.display());
+    Ok(())
+}
+
+/// `reconstruct`: the VAE's reconstruction of each input (posterior means).
+pub fn reconstruct(args: &ImagesArgs, rt: &Runtime) -> Result<()> {
+    let model = load_model(&args.model, &rt.device)?;
+    let images = read_images(&args.images, &model)?;
+    prepare_out(&args.out)?;
+    batched(&images, &model, "reconstruct", |batch, x| {
+        for (img, r) in batch.iter().zip(rows(&model.reconstruct(x)?)?) {
+            save_image(&args.out.join(&img.name), &r, &model)?;
+        }
+        Ok(())
+    })?;
+    println!(
+        "wrote {} reconstruction(s) to {}",
+        images.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `swap` (paper Fig. 5): decode(style of A, position of B).
+#[derive(Debug, clap::Args)]
+pub struct SwapArgs {
+    /// Trained model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Images giving the style z (a PNG or a folder; paired with --position in name order, or
+    /// one image for all).
+    #[arg(long)]
+    pub style: PathBuf,
+    /// Images giving the position θ (the object's place and shape).
+    #[arg(long)]
+    pub position: PathBuf,
+    /// Output folder: `STYLE__POSITION.png` per pair and `swap.png` (style | position | swap).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn swap(args: &SwapArgs, rt: &Runtime) -> Result<()> {
+    let model = load_model(&args.model, &rt.device)?;
+    needs_position(&model, "swap")?;
+    let styles = read_images(&args.style, &model)?;
+    let positions = read_images(&args.position, &model)?;
+    let n = match (styles.len(), positions.len()) {
+        (a, b) if a == b => a,
+        (1, b) => b,
+        (a, 1) => a,
+        (a, b) => bail!(
+            "{} style image(s) and {} position image(s): give the same number, or one of either",
+            a,
+            b
+        ),
+    };
+    prepare_out(&args.out)?;
+    let pick = |v: &[InputImage], i: usize| if v.len() == 1 { 0 } else { i };
+    let (c, s) = (model.config().image_channels, model.config().image_size);
+    let mut tiles = Vec::new();
+    let bar = crate::progress::bar(n as u64, "swap");
+    for start in (0..n).step_by(BATCH) {
+        let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
+        let a: Vec<&InputImage> = idx.iter().map(|&i| &styles[pick(&styles, i)]).collect();
+        let b: Vec<&InputImage> = idx
+            .iter()
+            .map(|&i| &positions[pick(&positions, i)])
+            .collect();
+        let z = model.encode(&stack(&a, &model)?)?.mu_z;
+        let theta = model
+            .encode(&stack(&b, &model)?)?
+            .theta
+            .context("no position")?
+            .0;
+        let out = rows(&model.decode(&z, Some(&theta))?)?;
+        for ((sa, pb), img) in a.iter().zip(&b).zip(&out) {
+            let name = format!("{}__{}.png", stem(&sa.name), stem(&pb.name));
+            save_image(&args.out.join(name), img, &model)?;
+            if tiles.len() < 3 * SHEET_IMAGES {
+                tiles.extend([
+                    tile(&sa.chw01, c, s),
+                    tile(&pb.chw01, c, s),
+                    tile(img, c, s),
+                ]);
+            }
+        }
+        bar.inc(idx.len() as u64);
+    }
+    bar.finish_and_clear();
+    let sheet = args.out.join("swap.png");
+    segdiff_io::picture::save_png(&sheet, &viewable(segdiff_io::picture::grid(&tiles, 3), s))
+        .with_context(|| format!("writing {}", sheet.display()))?;
+    println!(
+        "wrote {n} swap(s) to {} (sheet: {})",
+        args.out.display(),
+        sheet.display()
+    );
+    Ok(())
+}
+
+fn stem(name: &str) -> &str {
+    name.rsplit_once('.').map_or(name, |(s, _)| s)
+}
+
+/// `edit` (paper Fig. 6): each image's warp composed with a rotation / scaling / translation
+/// about the predicted object centre, then decoded with the image's own style.
+#[derive(Debug, clap::Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    pub io: ImagesArgs,
+    /// Rotation in degrees about the object's centre; positive turns the object clockwise on
+    /// screen (image y points down).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub rotate: f64,
+    /// Object scale about its centre (0.7 shrinks it to 0.49 of its area).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Translation `DX,DY` in normalised units (the image spans [−1, 1]; +x right, +y down).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
+    pub translate: Vec<f64>,
+}
+
+pub fn edit(args: &EditArgs, rt: &Runtime) -> Result<()> {
+    let translate = match args.translate.as_slice() {
+        [] => [0.0, 0.0],
+        [dx, dy] => [*dx, *dy],
+        other => bail!("--translate takes DX,DY (two numbers), got {other:?}"),
+    };
+    let edit = PositionEdit {
+        rotate_degrees: args.rotate,
+        scale: args.scale,
+        translate,
+    };
+    edit.validate().context("the edit")?;
+    let io = &args.io;
+    let model = load_model(&io.model, &rt.device)?;
+    needs_position(&model, "edit")?;
+    let images = read_images(&io.images, &model)?;
+    prepare_out(&io.out)?;
+    let masks_dir = io.out.join("masks");
+    prepare_out(&masks_dir)?;
+    let (c, s) = (model.config().image_channels, model.config().image_size);
+    let mut tiles = Vec::new();
+    batched(&images, &model, "edit", |batch, x| {
+        let post = model.encode(x)?;
+        let theta = &post.theta.as_ref().context("no position")?.0;
+        let grids = model.edited_grids(theta, &edit)?;
+        let out = rows(&model.decode_with(&post.mu_z, Some(&grids))?)?;
+        let masks = rows(&model.threshold(&model.warp_reference(&grids.image)?)?)?;
+        let before = rows(&model.segment(theta)?)?;
+        for (((img, o), m), b) in batch.iter().zip(&out).zip(&masks).zip(&before) {
+            save_image(&io.out.join(&img.name), o, &model)?;
+            save_mask(&masks_dir.join(&img.name), m, s)?;
+            if tiles.len() < 2 * SHEET_IMAGES {
+                let ids = |v: &[f32]| v.iter().map(|&p| u8::from(p >= 0.5)).collect::<Vec<u8>>();
+                tiles.push(mask_tile(&img.chw01, c, s, &ids(b), [230, 70, 60]));
+                tiles.push(mask_tile(o, c, s, &ids(m), [230, 70, 60]));
+            }
+        }
+        Ok(())
+    })?;
+    let sheet = io.out.join("edit.png");
+    segdiff_io::picture::save_png(&sheet, &viewable(segdiff_io::picture::grid(&tiles, 2), s))
+        .with_context(|| format!("writing {}", sheet.display()))?;
+    println!(
+        "wrote {} edited image(s) to {} (rotate {}°, scale {}, translate {:?}); their masks in {}; sheet {}",
+        images.len(),
+        io.out.display(),
+        edit.rotate_degrees,
+        edit.scale,
+        edit.translate,
+        masks_dir.display(),
+        sheet.display()
+    );
+    Ok(())
+}
+
+/// `interpolate` (paper Fig. 9): an n×n grid between two images; rows interpolate the style z
+/// with the position fixed, columns the position θ with the style fixed (A at the top left, B at
+/// the bottom right).
+#[derive(Debug, clap::Args)]
+pub struct InterpolateArgs {
+    /// Trained model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// First image (a PNG).
+    #[arg(long)]
+    pub a: PathBuf,
+    /// Second image (a PNG).
+    #[arg(long)]
+    pub b: PathBuf,
+    /// Grid size n (n×n images).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn interpolate(args: &InterpolateArgs, rt: &Runtime) -> Result<()> {
+    if args.steps < 2 {
+        bail!("--steps must be at least 2, got {}", args.steps);
+    }
+    let model = load_model(&args.model, &rt.device)?;
+    needs_position(&model, "interpolate")?;
+    let one = |p: &PathBuf| -> Result<InputImage> {
+        let mut v = read_images(p, &model)?;
+        if v.len() != 1 {
+            bail!(
+                "{}: give one PNG image, not a folder of {}",
+                p.display(),
+                v.len()
+            );
+        }
+        Ok(v.remove(0))
+    };
+    let (a, b) = (one(&args.a)?, one(&args.b)?);
+    let post = model.encode(&stack(&[&a, &b], &model)?)?;
+    let theta = post.theta.context("no position")?.0;
+    let n = args.steps;
+    let lerp = |t: &Tensor, k: usize| -> Result<Tensor> {
+        let f = k as f64 / (n - 1) as f64;
+        Ok(((t.narrow(0, 0, 1)? * (1.0 - f))? + (t.narrow(0, 1, 1)? * f)?)?)
+    };
+    let (c, s) = (model.config().image_channels, model.config().image_size);
+    let mut tiles = Vec::with_capacity(n * n);
+    for row in 0..n {
+        let z = lerp(&post.mu_z, row)?;
+        let zs = Tensor::cat(&vec![&z; n], 0)?;
+        let thetas = Tensor::cat(
+            &(0..n)
+                .map(|col| lerp(&theta, col))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+        for img in rows(&model.decode(&zs, Some(&thetas))?)? {
+            tiles.push(tile(&img, c, s));
+        }
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        prepare_out(dir)?;
+    }
+    segdiff_io::picture::save_png(
+        &args.out,
+        &viewable(segdiff_io::picture::grid(&tiles, n), s),
+    )
+    .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {}: {n}×{n} images, rows: style from {} to {}, columns: position from {} to {}",
+        args.out.display(),
+        a.name,
+        b.name,
+        a.name,
+        b.name
+    );
+    Ok(())
+}
