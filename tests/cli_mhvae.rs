@@ -402,3 +402,187 @@ fn mhvae_end_to_end() {
     assert!(String::from_utf8_lossy(&bad_img.stderr).contains("x.png"));
     assert!(!p("o2").join("x.png").exists());
 }
+
+/// k-fold evaluation: rows for each warp and the MONAI baseline, mean ± sd over folds.
+#[test]
+fn mhvae_eval_k_fold_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&segdiff(&[
+        "mhvae",
+        "synth",
+        "--kind",
+        "ellipses",
+        "--n",
+        "20",
+        "--size",
+        "32",
+        "--out",
+        s(&data),
+    ]));
+    let out = dir.path().join("eval");
+    let run = segdiff(&[
+        "mhvae",
+        "eval",
+        "--data",
+        s(&data),
+        "--folds",
+        "2",
+        "--warp",
+        "affine,tps",
+        "--steps",
+        "15",
+        "--batch-size",
+        "4",
+        "--baseline-epochs",
+        "1",
+        "--out",
+        s(&out),
+        "--json",
+    ]);
+    ok(&run);
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["images"], 20);
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["MHVAE (affine)", "MHVAE (tps)", "MONAI UNet (baseline)"]
+    );
+    for r in rows {
+        assert_eq!(r["folds"].as_array().unwrap().len(), 2);
+        let d = r["dice"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&d), "{r}");
+        let test_images: u64 = r["folds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["test_images"].as_u64().unwrap())
+            .sum();
+        assert_eq!(test_images, 20, "every image is tested once");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| MHVAE (tps) |") && md.contains("HD95"));
+    let bad = segdiff(&[
+        "mhvae",
+        "eval",
+        "--data",
+        s(&data),
+        "--warp",
+        "none",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let too_many = segdiff(&[
+        "mhvae",
+        "eval",
+        "--data",
+        s(&data),
+        "--folds",
+        "50",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(too_many.status.code(), Some(1));
+}
+
+/// The ResNet-50 backbone trains, and `--backbone-weights` loads a torchvision-named state dict
+/// into it (here the trunk of a first run, renamed as torchvision names it).
+#[test]
+fn mhvae_resnet50_backbone_and_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let data = p("data");
+    ok(&segdiff(&[
+        "mhvae",
+        "synth",
+        "--kind",
+        "ellipses",
+        "--n",
+        "12",
+        "--size",
+        "32",
+        "--out",
+        s(&data),
+    ]));
+    let common = [
+        "--warp",
+        "affine",
+        "--backbone",
+        "resnet50",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--seed",
+        "1",
+    ];
+    let first = p("first");
+    let mut args = vec!["mhvae", "train", "--data", s(&data), "--out", s(&first)];
+    args.extend(common);
+    ok(&segdiff(&args));
+    let weights =
+        candle_core::safetensors::load(first.join("model.safetensors"), &Device::Cpu).unwrap();
+    let trunk: HashMap<String, Tensor> = weights
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("encoder.resnet.")
+                .map(|n| (n.to_string(), v.clone()))
+        })
+        .collect();
+    assert_eq!(
+        trunk.len(),
+        265,
+        "torchvision's ResNet-50 state dict without fc / num_batches_tracked"
+    );
+    // Running statistics unlike the initial ones (mean 0, variance 1), to see them loaded and kept.
+    let mut trunk = trunk;
+    let stat = "layer2.1.bn2.running_var";
+    let changed = (trunk[stat].ones_like().unwrap() * 2.5).unwrap();
+    trunk.insert(stat.to_string(), changed);
+    let state_dict = p("resnet50.safetensors");
+    candle_core::safetensors::save(&trunk, &state_dict).unwrap();
+    let second = p("second");
+    let mut args = vec![
+        "mhvae",
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&second),
+        "--backbone-weights",
+        s(&state_dict),
+    ];
+    args.extend(common);
+    let run = segdiff(&args);
+    ok(&run);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("265 ResNet-50 tensors"));
+    // Frozen BatchNorm: the running statistics are the loaded ones, still after training.
+    let after =
+        candle_core::safetensors::load(second.join("model.safetensors"), &Device::Cpu).unwrap();
+    let name = "encoder.resnet.layer2.1.bn2.running_var";
+    assert_eq!(
+        after[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![2.5f32; 128]
+    );
+    // A state dict missing a tensor is refused, naming it.
+    let mut partial = trunk.clone();
+    partial.remove("layer3.0.conv2.weight");
+    candle_core::safetensors::save(&partial, &state_dict).unwrap();
+    let third = p("third");
+    let mut args = vec![
+        "mhvae",
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&third),
+        "--backbone-weights",
+        s(&state_dict),
+    ];
+    args.extend(common);
+    let bad = segdiff(&args);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("layer3.0.conv2.weight"));
+}

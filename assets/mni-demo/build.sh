@@ -103,3 +103,14 @@ cp -r "$WORK/volume-model/unet" "$WORK/volume-model/scheduler" "$WORK/volume-mod
     "$WORK/volume-model/segdiff.json" "$WORK/volume-model/train_log.csv" "$WORK/volume-model/loss.png" \
     "$OUT/volume-model/"
 cp ../shared/data/real/licenses/MNI_ICBM152_NOTICE.txt "$OUT/volume-model/"
+
+# 9. The multi-headed VAE of the demo's last section (see mhvae/MODEL_CARD.md): a TPS warp on the
+#    held-out split layout of step 2 (every tissue class is "the brain"), with position
+#    augmentation because the template's slices are all centred.
+"$SEGDIFF" mhvae train --data "$WORK/mni64" --out "$WORK/mhvae" --warp tps --steps 3000 \
+    --augment-position --preview-every 1000 --checkpoint-every 1000 --seed 0
+rm -rf "$OUT/mhvae"
+mkdir -p "$OUT/mhvae"
+cp "$WORK/mhvae/mhvae.json" "$WORK/mhvae/model.safetensors" "$WORK/mhvae/train_log.csv" \
+    "$WORK/mhvae/loss.png" "$WORK/mhvae/reconstructions.png" "$OUT/mhvae/"
+cp ../shared/data/real/licenses/MNI_ICBM152_NOTICE.txt "$OUT/mhvae/"

@@ -8,7 +8,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use segdiff_data::{Fit, SliceAxis};
 use segdiff_diffusion::{MaskEncoding, PredictionType, SamplerKind};
 use segdiff_mhvae::synth::ShapeKind;
-use segdiff_mhvae::{ThetaParam, WarpKind};
+use segdiff_mhvae::{Backbone, ThetaParam, WarpKind};
 
 /// A library enum as a flag value.
 pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
@@ -180,6 +180,18 @@ impl FlagValue for WarpKind {
             "affine" => Some(Self::Affine),
             "tps" => Some(Self::Tps),
             "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+}
+
+impl FlagValue for Backbone {
+    const NAMES: &'static [&'static [&'static str]] =
+        &[&["small"], &["resnet50", "resnet-50", "resnet_50"]];
+    fn from_flag(name: &str) -> Option<Self> {
+        match name {
+            "small" => Some(Self::Small),
+            "resnet50" | "resnet-50" | "resnet_50" => Some(Self::Resnet50),
             _ => None,
         }
     }

@@ -8,6 +8,7 @@
 
 mod data_cmd;
 mod demo_cmd;
+mod demo_mhvae;
 mod eval_cmd;
 mod flag_values;
 mod metrics_cmd;
@@ -153,6 +154,9 @@ fn resolve_hub_locations(command: &mut Command) -> anyhow::Result<()> {
         }
         Command::Segmenter(segmenter_cmd::SegmenterCommand::Predict(a)) => fix(&mut a.segmenter),
         Command::Train(a) => a.segmenter.as_mut().map_or(Ok(()), fix),
+        Command::Mhvae(mhvae_cmd::MhvaeCommand::Train(a)) => {
+            a.backbone_weights.as_mut().map_or(Ok(()), fix)
+        }
         Command::Metrics(_)
         | Command::Prepare(_)
         | Command::Data(_)

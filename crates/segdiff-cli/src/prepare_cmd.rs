@@ -1,12 +1,13 @@
-//! `segdiff prepare`: DICOM series / NIfTI volumes and their label maps → the paired 2-D PNG
-//! dataset that `segdiff train` and the official code read.
+//! `segdiff prepare`: DICOM series / NIfTI volumes and their label maps, or folders of 2-D images
+//! and masks, → the paired 2-D PNG dataset that `segdiff train` and the official code read.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use segdiff_data::prepare::{prepare_2d, Folders2d, MaskFolder};
 use segdiff_data::{
     brain_tissue_labels, prepare, read_volume_file, Fit, InputSpec, Intensity, LabelMapping,
-    PrepareOptions, Progress, SliceAxis, SliceFilter, SplitRatios,
+    PrepareOptions, PrepareSummary, Progress, SliceAxis, SliceFilter, SplitRatios,
 };
 
 use crate::flag_values::flag;
@@ -17,6 +18,9 @@ use crate::flag_values::flag;
 /// class ids as pixel values), `OUT/manifest.csv` (one row per slice) and `OUT/dataset.json`.
 /// Volumes are reoriented to RAS+ and sliced in the radiological convention; the split is by
 /// volume (never by slice) and deterministic from --seed. A failed run leaves nothing behind.
+///
+/// 2-D datasets (ISIC 2018, HC18, RIM-ONE DL): --images-2d DIR with --masks-2d DIR (and
+/// --mask-suffix, --fill-outline, --mask-threshold); each image is one item, split by --split.
 #[derive(Debug, clap::Args)]
 pub struct PrepareArgs {
     /// Image volume: a NIfTI file (.nii/.nii.gz) or a DICOM folder/file. Repeat for more volumes.
@@ -67,7 +71,7 @@ pub struct PrepareArgs {
     /// Keep only slices with at least this many foreground pixels.
     #[arg(long, default_value_t = 0)]
     pub min_pixels: usize,
-    /// Train/val/test percentages, by volume.
+    /// Train/val/test percentages, by volume (by image with --images-2d).
     #[arg(long, default_value = "70,15,15")]
     pub split: String,
     /// Seed of the split.
@@ -77,9 +81,43 @@ pub struct PrepareArgs {
     #[arg(long, default_value_t = 0)]
     pub volume_index: usize,
     /// Convert colour DICOM images (RGB, YBR; 3 samples per pixel) to grey instead of refusing
-    /// them: RGB as Pillow's `convert("L")` weighs it, YBR by its Y (luma) sample.
+    /// them: RGB as Pillow's `convert("L")` weighs it, YBR by its Y (luma) sample. With
+    /// --images-2d: write grey images (Pillow's `convert("L")`) instead of keeping RGB.
     #[arg(long)]
     pub to_grey: bool,
+    /// Folder of 2-D images (png, jpg/jpeg, tif/tiff, bmp; subfolders included) instead of
+    /// volumes. Each image is paired with its mask in every --masks-2d folder by file stem, fit to
+    /// --size like a slice and split by --split (per image) from --seed; RGB images stay RGB (the
+    /// dataset has 3 channels when any image has colour) unless --to-grey.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["images", "labels_files", "pairs", "tissue_maps"])]
+    pub images_2d: Option<PathBuf>,
+    /// Folder of masks for --images-2d (subfolders included; may be the image folder). Repeat for
+    /// more classes: the k-th folder is label value k, i.e. class k unless --labels maps it
+    /// (`--labels 1=disc,2=cup`); later folders are painted over earlier ones. Default classes:
+    /// background and `object` (one folder) or class_1..class_k.
+    #[arg(long = "masks-2d", value_name = "DIR", requires = "images_2d")]
+    pub masks_2d: Vec<PathBuf>,
+    /// The mask's file stem is the image's stem followed by this (`_segmentation` for ISIC 2018,
+    /// `_Annotation` for HC18); give one for every --masks-2d or one per --masks-2d, in order.
+    /// Default: the same stem.
+    #[arg(
+        long = "mask-suffix",
+        value_name = "STR",
+        allow_hyphen_values = true,
+        requires = "masks_2d"
+    )]
+    pub mask_suffixes: Vec<String>,
+    /// Fill closed outlines in the masks (HC18's ellipses): pixels the background cannot reach
+    /// from the image border (4-neighbours) become object.
+    #[arg(long, requires = "masks_2d")]
+    pub fill_outline: bool,
+    /// A mask pixel above this grey level is object (masks stored 0/255 become 0/1).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "masks_2d")]
+    pub mask_threshold: u8,
+    /// Leave images without a mask (and masks without an image) out with a warning instead of
+    /// failing.
+    #[arg(long, requires = "images_2d")]
+    pub skip_unpaired: bool,
     /// Output folder (replaced atomically when it already holds a dataset).
     #[arg(long)]
     pub out: PathBuf,
@@ -102,7 +140,109 @@ fn intensity(args: &PrepareArgs) -> Result<Intensity> {
     Ok(Intensity::parse(&spec)?)
 }
 
+/// The mask folders of --masks-2d with their --mask-suffix.
+fn mask_folders(args: &PrepareArgs) -> Result<Vec<MaskFolder>> {
+    let (n, s) = (args.masks_2d.len(), args.mask_suffixes.len());
+    if s > 1 && s != n {
+        bail!("{s} --mask-suffix for {n} --masks-2d: give one suffix for all, or one per folder");
+    }
+    Ok(args
+        .masks_2d
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| MaskFolder {
+            dir: dir.clone(),
+            suffix: args
+                .mask_suffixes
+                .get(if s == 1 { 0 } else { i })
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The --images-2d branch: folders of 2-D images and masks.
+fn run_2d(args: &PrepareArgs, images: PathBuf, command_line: String) -> Result<()> {
+    let masks = mask_folders(args)?;
+    let labels = match (&args.labels, args.num_classes) {
+        (Some(spec), n) => LabelMapping::parse(spec, args.strict_labels, n)?,
+        (None, Some(n)) => LabelMapping::identity_count(n)?,
+        (None, None) if masks.len() == 1 => LabelMapping::identity(&["object".to_string()])?,
+        (None, None) => LabelMapping::identity_count(masks.len() + 1)?,
+    };
+    let folders = Folders2d {
+        images,
+        masks,
+        fill_outline: args.fill_outline,
+        mask_threshold: args.mask_threshold,
+        to_grey: args.to_grey,
+        skip_unpaired: args.skip_unpaired,
+    };
+    let opts = shared_options(args, Vec::new(), labels, command_line)?;
+    let summary = with_progress(|p| prepare_2d(&folders, &opts, p))
+        .with_context(|| format!("preparing {}", args.out.display()))?;
+    report(&summary, "image(s)");
+    Ok(())
+}
+
+/// The options volumes and 2-D folders share.
+fn shared_options(
+    args: &PrepareArgs,
+    inputs: Vec<InputSpec>,
+    labels: LabelMapping,
+    command_line: String,
+) -> Result<PrepareOptions> {
+    let mut opts = PrepareOptions::new(inputs, &args.out, labels);
+    opts.axes = args.axes.clone();
+    opts.size = args.size;
+    opts.fit = args.fit;
+    opts.slice_filter = SliceFilter {
+        min_classes: args.min_classes,
+        min_pixels: args.min_pixels,
+    };
+    opts.ratios = SplitRatios::parse(&args.split)?;
+    opts.seed = args.seed;
+    opts.modality = args.modality.clone();
+    opts.command = command_line;
+    opts.dicom.to_grey = args.to_grey;
+    Ok(opts)
+}
+
+/// Runs `f` with a progress bar fed by its [`Progress`] reports.
+fn with_progress<T>(f: impl FnOnce(&(dyn Fn(&Progress) + Sync)) -> T) -> T {
+    let bar = crate::progress::bar(0, "prepare");
+    let out = f(&|p| match p {
+        Progress::Planned { slices, .. } => bar.set_length(*slices as u64),
+        Progress::Slice { done, .. } => bar.set_position(*done as u64),
+        Progress::VolumeDone { id, done, total } => {
+            bar.set_message(format!("{id} ({done}/{total} volumes)"))
+        }
+        Progress::Finishing => bar.set_message("writing"),
+    });
+    bar.finish_and_clear();
+    out
+}
+
+/// Prints the warnings and what was written from how many `sources`.
+fn report(summary: &PrepareSummary, sources: &str) {
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "wrote {} slices (train {}, val {}, test {}) from {} {sources} to {}",
+        summary.slices.iter().sum::<usize>(),
+        summary.slices[0],
+        summary.slices[1],
+        summary.slices[2],
+        summary.volumes.len(),
+        summary.out_dir.display()
+    );
+}
+
 pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
+    if let Some(images) = args.images_2d.clone() {
+        return run_2d(&args, images, command_line);
+    }
     let mut inputs: Vec<InputSpec> = Vec::new();
     let mut tissue_dir = None;
     if let Some(csv) = &args.pairs {
@@ -193,43 +333,11 @@ pub fn run(args: PrepareArgs, command_line: String) -> Result<()> {
             bail!("say how label values map to classes: --labels 1=liver,2=… or --num-classes N")
         }
     };
-    let mut opts = PrepareOptions::new(inputs, &args.out, labels);
-    opts.axes = args.axes.clone();
-    opts.size = args.size;
-    opts.fit = args.fit;
+    let mut opts = shared_options(&args, inputs, labels, command_line)?;
     opts.intensity = intensity(&args)?;
-    opts.slice_filter = SliceFilter {
-        min_classes: args.min_classes,
-        min_pixels: args.min_pixels,
-    };
-    opts.ratios = SplitRatios::parse(&args.split)?;
-    opts.seed = args.seed;
-    opts.modality = args.modality.clone();
-    opts.command = command_line;
-    opts.dicom.to_grey = args.to_grey;
-    let bar = crate::progress::bar(0, "prepare");
-    let summary = prepare(&opts, &|p| match p {
-        Progress::Planned { slices, .. } => bar.set_length(*slices as u64),
-        Progress::Slice { done, .. } => bar.set_position(*done as u64),
-        Progress::VolumeDone { id, done, total } => {
-            bar.set_message(format!("{id} ({done}/{total} volumes)"))
-        }
-        Progress::Finishing => bar.set_message("writing"),
-    })
-    .with_context(|| format!("preparing {}", args.out.display()))?;
-    bar.finish_and_clear();
+    let summary = with_progress(|p| prepare(&opts, p))
+        .with_context(|| format!("preparing {}", args.out.display()))?;
     drop(tissue_dir);
-    for w in &summary.warnings {
-        eprintln!("warning: {w}");
-    }
-    println!(
-        "wrote {} slices (train {}, val {}, test {}) from {} volume(s) to {}",
-        summary.slices.iter().sum::<usize>(),
-        summary.slices[0],
-        summary.slices[1],
-        summary.slices[2],
-        summary.volumes.len(),
-        summary.out_dir.display()
-    );
+    report(&summary, "volume(s)");
     Ok(())
 }

@@ -852,7 +852,7 @@ fn unreadable(path: &Path, e: segdiff_io::ImageFileError) -> Problem {
     use segdiff_io::ImageFileError as E;
     let detail = match &e {
         E::Io { action, source, .. } => format!("{action}: {source}"),
-        E::Decode { source, .. } => format!("not a readable PNG image: {source}"),
+        E::Decode { source, .. } => format!("not a readable image: {source}"),
         other => other.to_string(),
     };
     Problem::Unreadable {
@@ -1486,7 +1486,7 @@ mod tests {
         assert_eq!(kinds(&r), [ProblemKind::Unreadable]);
         assert_eq!(r.problems[0].path(), bad);
         assert!(
-            r.to_string().contains("train_1.png: not a readable PNG"),
+            r.to_string().contains("train_1.png: not a readable image"),
             "{r}"
         );
         let err = r.ensure_ok().unwrap_err();

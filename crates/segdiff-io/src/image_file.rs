@@ -24,14 +24,14 @@ pub enum ImageFileError {
         source: std::io::Error,
     },
     /// The bytes are not an image this build decodes (PNG).
-    #[error("{}: not a readable PNG image", path.display())]
+    #[error("{}: not a readable image", path.display())]
     Decode {
         path: PathBuf,
         #[source]
         source: image::ImageError,
     },
     /// The PNG decoder panicked on the file (caught by [`crate::catch_panic`]).
-    #[error("{}: not a readable PNG image: {detail}", path.display())]
+    #[error("{}: not a readable image: {detail}", path.display())]
     DecoderPanic { path: PathBuf, detail: String },
     /// The image could not be encoded.
     #[error("{}: encoding the PNG", path.display())]

@@ -39,6 +39,17 @@ pub enum ThetaParam {
     Absolute,
 }
 
+/// The encoder's convolutional trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    /// Four stride-2 conv blocks (`encoder_channels`), flattened: trains in minutes on a CPU.
+    Small,
+    /// torchvision's ResNet-50 trunk (frozen BatchNorm), globally pooled to 2048 features: the
+    /// paper's backbone; ImageNet weights load by torchvision's names.
+    Resnet50,
+}
+
 /// Loss weights (paper §3.4 gives the terms, not the weights).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -73,6 +84,29 @@ impl Default for LossWeights {
     }
 }
 
+/// Random position augmentation in training: each image and its mask are moved together by a
+/// similarity drawn per sample (rotation, scale, shift about the image centre), so that the
+/// position head sees positions the data may lack (a template's slices are all centred).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionAugment {
+    /// Rotation drawn uniformly in ±this, degrees.
+    pub max_rotation_degrees: f64,
+    /// Scale drawn log-uniformly in [min, max].
+    pub scale: [f64; 2],
+    /// Shift drawn uniformly in ±this per axis, normalised units.
+    pub max_shift: f64,
+}
+
+impl Default for PositionAugment {
+    fn default() -> Self {
+        Self {
+            max_rotation_degrees: 45.0,
+            scale: [0.8, 1.2],
+            max_shift: 0.15,
+        }
+    }
+}
+
 /// The whole model configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -85,7 +119,8 @@ pub struct MhvaeConfig {
     /// TPS target points (used with `warp = tps`).
     pub control_points: ControlPoints,
     pub theta_param: ThetaParam,
-    /// Channels of the encoder's four stride-2 conv blocks.
+    pub backbone: Backbone,
+    /// Channels of the small encoder's four stride-2 conv blocks.
     pub encoder_channels: Vec<usize>,
     /// Width of the hidden layer of each fully connected head.
     pub fc_hidden: usize,
@@ -106,6 +141,8 @@ pub struct MhvaeConfig {
     /// A pixel of the warped reference at or above this is object.
     pub mask_threshold: f64,
     pub loss: LossWeights,
+    /// Position augmentation of the training images (`None`: off).
+    pub augment: Option<PositionAugment>,
 }
 
 impl Default for MhvaeConfig {
@@ -116,6 +153,7 @@ impl Default for MhvaeConfig {
             warp: WarpKind::Affine,
             control_points: ControlPoints::default(),
             theta_param: ThetaParam::Offset,
+            backbone: Backbone::Small,
             encoder_channels: vec![16, 32, 64, 64],
             fc_hidden: 256,
             z_dim: 16,
@@ -127,6 +165,7 @@ impl Default for MhvaeConfig {
             align_corners: false,
             mask_threshold: 0.5,
             loss: LossWeights::default(),
+            augment: None,
         }
     }
 }
@@ -231,6 +270,23 @@ impl MhvaeConfig {
                 l.log_cosh_scale.to_string(),
                 "must be positive",
             );
+        }
+        if let Some(a) = &self.augment {
+            let ok = a.max_rotation_degrees.is_finite()
+                && a.max_rotation_degrees >= 0.0
+                && a.max_shift.is_finite()
+                && a.max_shift >= 0.0
+                && a.scale[0].is_finite()
+                && a.scale[0] > 0.0
+                && a.scale[1] >= a.scale[0]
+                && a.scale[1].is_finite();
+            if !ok {
+                return bad(
+                    "augment",
+                    format!("{a:?}"),
+                    "rotation and shift ≥ 0, 0 < scale min ≤ max",
+                );
+            }
         }
         if !self.leaky_slope.is_finite() || !self.theta_logvar_init.is_finite() {
             return bad(

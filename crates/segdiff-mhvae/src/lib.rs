@@ -18,21 +18,25 @@
 //!   differentiable bilinear resizing [`warp::resize_bilinear`].
 //! - [`loss`]: log-cosh reconstruction, soft Dice, Gaussian KL.
 //! - [`reference_mask`]: the reference shape R (a disc at the centre, radius H/4).
+//! - [`resnet`]: torchvision's ResNet-50 trunk [`resnet::ResNet50`] (frozen BatchNorm,
+//!   torchvision's tensor names).
 //! - [`MhvaeError`]: the crate's typed error.
 
 pub mod config;
 pub mod edit;
 pub mod error;
+pub mod kfold;
 pub mod loss;
 pub mod model;
 pub mod position;
 pub mod reference_mask;
+pub mod resnet;
 pub mod sheet;
 pub mod synth;
 pub mod trainer;
 pub mod warp;
 
-pub use config::{LossWeights, MhvaeConfig, ThetaParam, WarpKind};
+pub use config::{Backbone, LossWeights, MhvaeConfig, PositionAugment, ThetaParam, WarpKind};
 pub use edit::PositionEdit;
 pub use error::{MhvaeError, Result};
 pub use model::{Mhvae, Posterior, WarpGrids};

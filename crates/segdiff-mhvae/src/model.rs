@@ -18,10 +18,11 @@ use segdiff_unet::cpu_kernels::GroupNorm;
 use segdiff_unet::layers::{group_norm, Conv2d};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{MhvaeConfig, ThetaParam, WarpKind, FEATURE_SIZE};
+use crate::config::{Backbone, MhvaeConfig, ThetaParam, WarpKind, FEATURE_SIZE};
 use crate::edit::{edited_grid, mask_centroids, PositionEdit};
 use crate::position::Position;
 use crate::reference_mask::reference_disc_tensor;
+use crate::resnet::ResNet50;
 use crate::warp::{grid_sample, resize_bilinear};
 use crate::{MhvaeError, Result};
 
@@ -92,10 +93,16 @@ pub struct Posterior {
     pub theta: Option<(Tensor, Tensor)>,
 }
 
+/// The encoder's trunk: image → feature vector.
+enum Trunk {
+    Small(Vec<ConvBlock>),
+    Resnet50(Box<ResNet50>),
+}
+
 /// The multi-headed VAE.
 pub struct Mhvae {
     config: MhvaeConfig,
-    encoder: Vec<ConvBlock>,
+    trunk: Trunk,
     z_head: GaussianHead,
     theta_head: Option<GaussianHead>,
     fc: Linear,
@@ -113,13 +120,24 @@ impl Mhvae {
         let device = vb.device().clone();
         let (s, g) = (config.image_size, config.norm_groups);
         let enc_vb = vb.pp("encoder");
-        let mut encoder = Vec::new();
-        let mut cin = config.image_channels;
-        for (i, &c) in config.encoder_channels.iter().enumerate() {
-            encoder.push(ConvBlock::new(cin, c, 2, g, enc_vb.pp("blocks").pp(i))?);
-            cin = c;
-        }
-        let flat = cin * (s / 16) * (s / 16);
+        let (trunk, flat) = match config.backbone {
+            Backbone::Small => {
+                let mut blocks = Vec::new();
+                let mut cin = config.image_channels;
+                for (i, &c) in config.encoder_channels.iter().enumerate() {
+                    blocks.push(ConvBlock::new(cin, c, 2, g, enc_vb.pp("blocks").pp(i))?);
+                    cin = c;
+                }
+                (Trunk::Small(blocks), cin * (s / 16) * (s / 16))
+            }
+            Backbone::Resnet50 => (
+                Trunk::Resnet50(Box::new(ResNet50::new(
+                    config.image_channels,
+                    enc_vb.pp(RESNET_PREFIX),
+                )?)),
+                ResNet50::FEATURES,
+            ),
+        };
         let z_head = GaussianHead::new(flat, config.fc_hidden, config.z_dim, enc_vb.pp("z_head"))?;
         let theta_head = match config.warp {
             WarpKind::None => None,
@@ -146,7 +164,7 @@ impl Mhvae {
         let reference = reference_disc_tensor(s, s, config.soft_reference, &device)?;
         Ok(Self {
             config: config.clone(),
-            encoder,
+            trunk,
             z_head,
             theta_head,
             fc,
@@ -184,12 +202,18 @@ impl Mhvae {
             });
         }
         let slope = self.config.leaky_slope;
-        // The encoder sees images in [−1, 1].
-        let mut h = x.affine(2.0, -1.0)?;
-        for b in &self.encoder {
-            h = b.forward(&h, slope)?;
-        }
-        let h = h.flatten_from(1)?;
+        let h = match &self.trunk {
+            Trunk::Small(blocks) => {
+                // The small encoder sees images in [−1, 1].
+                let mut h = x.affine(2.0, -1.0)?;
+                for b in blocks {
+                    h = b.forward(&h, slope)?;
+                }
+                h.flatten_from(1)?
+            }
+            // torchvision's ImageNet normalisation (grey repeated to RGB inside the trunk).
+            Trunk::Resnet50(net) => net.forward(&imagenet_normalise(x)?)?,
+        };
         let (mu_z, logvar_z) = self.z_head.forward(&h, slope)?;
         let theta = self
             .theta_head
@@ -351,6 +375,71 @@ impl Mhvae {
     }
 }
 
+/// Where the ResNet-50 trunk's tensors sit: `encoder.resnet.<torchvision name>`.
+pub const RESNET_PREFIX: &str = "resnet";
+
+/// (x − mean)/std with torchvision's ImageNet statistics, per channel (grey: the mean of the
+/// three).
+fn imagenet_normalise(x: &Tensor) -> Result<Tensor> {
+    const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+    const STD: [f64; 3] = [0.229, 0.224, 0.225];
+    let c = x.dim(1)?;
+    if c == 1 {
+        let (m, s) = (
+            MEAN.iter().sum::<f64>() / 3.0,
+            STD.iter().sum::<f64>() / 3.0,
+        );
+        return Ok(x.affine(1.0 / s, -m / s)?);
+    }
+    let parts = (0..c)
+        .map(|i| {
+            x.narrow(1, i, 1)?
+                .affine(1.0 / STD[i % 3], -MEAN[i % 3] / STD[i % 3])
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 1)?)
+}
+
+/// Replaces the ResNet-50 trunk's tensors of `weights` by those of a torchvision / timm
+/// state dict (safetensors; `fc.*` and `num_batches_tracked` ignored), e.g. ImageNet weights.
+/// Every trunk tensor must be present with its shape; the error names the first that is not.
+pub fn load_backbone_weights(
+    weights: &mut HashMap<String, Tensor>,
+    file: &Path,
+    device: &Device,
+) -> Result<usize> {
+    let loaded = segdiff_io::catch_panic(|| candle_core::safetensors::load(file, device))
+        .map_err(|p| MhvaeError::ModelFile {
+            path: file.to_path_buf(),
+            message: format!("the reader panicked: {p}"),
+        })?
+        .map_err(|e| MhvaeError::ModelFile {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let shapes = crate::resnet::resnet50_parameter_shapes();
+    for (name, shape) in &shapes {
+        let t = loaded.get(name).ok_or_else(|| MhvaeError::ModelFile {
+            path: file.to_path_buf(),
+            message: format!("no tensor `{name}` (a torchvision ResNet-50 state dict is expected)"),
+        })?;
+        if t.dims() != shape.as_slice() {
+            return Err(MhvaeError::ModelFile {
+                path: file.to_path_buf(),
+                message: format!(
+                    "`{name}` has shape {:?}, ResNet-50 needs {shape:?}",
+                    t.dims()
+                ),
+            });
+        }
+        weights.insert(
+            format!("encoder.{RESNET_PREFIX}.{name}"),
+            t.to_dtype(DType::F32)?,
+        );
+    }
+    Ok(shapes.len())
+}
+
 /// `mhvae.json`.
 #[derive(Debug, Serialize, Deserialize)]
 struct ModelFile {
@@ -432,8 +521,13 @@ pub fn seeded_init(
     let mut rng = StdRng::seed_from_u64(seed);
     let theta_dim = config.theta_dim();
     let mut out = HashMap::new();
+    let resnet = format!("encoder.{RESNET_PREFIX}.");
     for (name, shape) in &shapes {
         let n: usize = shape.iter().product();
+        if let Some(inner) = name.strip_prefix(&resnet) {
+            out.insert(name.clone(), resnet_init(inner, shape, &mut rng, device)?);
+            continue;
+        }
         let mut values: Vec<f32> = if name.contains(".norm.") {
             vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
         } else {
@@ -481,6 +575,40 @@ pub fn seeded_init(
         out.insert("encoder.theta_head.out.bias".into(), bias);
     }
     Ok(out)
+}
+
+/// torchvision's ResNet initialisation, drawn from `rng`: convolutions Kaiming-normal (fan_out,
+/// ReLU gain), BatchNorm weight 1 (0 for each Bottleneck's last, `zero_init_residual`), bias 0,
+/// running mean 0, running variance 1.
+fn resnet_init(name: &str, shape: &[usize], rng: &mut StdRng, device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let constant = |v: f32| Tensor::from_vec(vec![v; n], shape, device);
+    let t = if name.ends_with("running_var") {
+        constant(1.0)?
+    } else if name.ends_with("running_mean") || (name.ends_with(".bias") && shape.len() == 1) {
+        constant(0.0)?
+    } else if shape.len() == 1 {
+        // A BatchNorm weight.
+        constant(if name.ends_with("bn3.weight") {
+            0.0
+        } else {
+            1.0
+        })?
+    } else {
+        let fan_out: usize = shape[0] * shape[2..].iter().product::<usize>();
+        let std = (2.0 / fan_out as f64).sqrt();
+        let normal =
+            rand_distr::Normal::new(0.0, std).map_err(|e| MhvaeError::InvalidArgument {
+                name: "init",
+                value: std.to_string(),
+                reason: e.to_string(),
+            })?;
+        let v: Vec<f32> = (0..n)
+            .map(|_| rand_distr::Distribution::sample(&normal, rng) as f32)
+            .collect();
+        Tensor::from_vec(v, shape, device)?
+    };
+    Ok(t)
 }
 
 /// Reparameterised draw μ + e^{½ logvar}·ε with ε from `rng`.

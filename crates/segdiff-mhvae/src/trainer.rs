@@ -15,9 +15,13 @@ use segdiff_diffusion::train::{
 use segdiff_diffusion::DiffusionError;
 use serde::{Deserialize, Serialize};
 
-use crate::config::MhvaeConfig;
+use rand::Rng;
+
+use crate::config::{MhvaeConfig, PositionAugment};
+use crate::edit::PositionEdit;
 use crate::loss::{kl_to_standard_normal, log_cosh, soft_dice_loss};
 use crate::model::{sample_gaussian, seeded_init, Mhvae};
+use crate::warp::{affine_grid, grid_sample};
 use crate::Result;
 
 /// What a checkpoint records: the shared run options and the model configuration.
@@ -58,6 +62,11 @@ pub struct LossTerms {
 pub fn mhvae_loss(model: &Mhvae, x01: &Tensor, y: &Tensor, rng: &mut StdRng) -> Result<LossTerms> {
     let cfg = model.config();
     let w = &cfg.loss;
+    let (x01, y) = match &cfg.augment {
+        Some(a) => augment_positions(x01, y, a, cfg.align_corners, rng)?,
+        None => (x01.clone(), y.clone()),
+    };
+    let (x01, y) = (&x01, &y);
     let post = model.encode(x01)?;
     let z = sample_gaussian(&post.mu_z, &post.logvar_z, rng)?;
     let theta = post
@@ -85,6 +94,40 @@ pub fn mhvae_loss(model: &Mhvae, x01: &Tensor, y: &Tensor, rng: &mut StdRng) -> 
         kl_z,
         kl_theta,
     })
+}
+
+/// Moves each image and its mask by a random similarity about the image centre (draws from
+/// `rng`: rotation, log-uniform scale, shift), with zeros outside; masks stay 0/1.
+pub fn augment_positions(
+    x01: &Tensor,
+    y: &Tensor,
+    a: &PositionAugment,
+    align_corners: bool,
+    rng: &mut StdRng,
+) -> Result<(Tensor, Tensor)> {
+    let (n, _, h, w) = x01.dims4()?;
+    let mut rows = Vec::with_capacity(n * 6);
+    for _ in 0..n {
+        let edit = PositionEdit {
+            rotate_degrees: uniform(rng, a.max_rotation_degrees),
+            scale: (a.scale[0].ln() + rng.random::<f64>() * (a.scale[1] / a.scale[0]).ln()).exp(),
+            translate: [uniform(rng, a.max_shift), uniform(rng, a.max_shift)],
+        };
+        let (m, off) = edit.inverse_about([0.0, 0.0]);
+        rows.extend([m[0][0], m[0][1], off[0], m[1][0], m[1][1], off[1]].map(|v| v as f32));
+    }
+    let theta = Tensor::from_vec(rows, (n, 2, 3), x01.device())?;
+    let grid = affine_grid(&theta, h, w, align_corners)?;
+    let x = grid_sample(x01, &grid, align_corners)?;
+    let y = grid_sample(y, &grid, align_corners)?
+        .ge(0.5)?
+        .to_dtype(DType::F32)?;
+    Ok((x, y))
+}
+
+/// Uniform in ±`max`.
+fn uniform(rng: &mut StdRng, max: f64) -> f64 {
+    (rng.random::<f64>() * 2.0 - 1.0) * max
 }
 
 /// A batch of segdiff's dataset loader as MHVAE input: images [−1, 1] → [0, 1], masks → 0/1
@@ -118,7 +161,9 @@ impl MhvaeTrainer {
         Self::from_weights(config, run, init, device)
     }
 
-    fn from_weights(
+    /// A fresh run starting from `weights` (e.g. [`seeded_init`] with ImageNet backbone weights
+    /// loaded into it).
+    pub fn from_weights(
         config: MhvaeConfig,
         run: RunOptions,
         weights: HashMap<String, Tensor>,

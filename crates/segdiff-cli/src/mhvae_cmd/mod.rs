@@ -12,6 +12,7 @@ use crate::flag_values::flag;
 use crate::runtime::Runtime;
 
 mod apply;
+mod eval;
 mod images;
 mod inspect;
 mod train;
@@ -40,6 +41,10 @@ pub enum MhvaeCommand {
     /// θ, the affine matrix or control points, and a picture of the deformation per image
     /// (paper Fig. 2).
     Inspect(inspect::InspectArgs),
+    /// k-fold training and testing: Dice, HD95 and HD100 (± sd over folds) of each warp and of
+    /// segdiff's MONAI UNet segmenter on the same folds, in a table shaped like the paper's
+    /// Table 1 (report.md, report.json).
+    Eval(eval::EvalArgs),
     /// Apply an affine or thin-plate-spline warp to images, with torch's `affine_grid` /
     /// `grid_sample` semantics (bilinear, zero padding): a tool for checking the MHVAE's warps
     /// against other implementations. IN holds `image` (N,C,H,W) and either `affine` (N,2,3) or
@@ -95,6 +100,7 @@ pub fn run(cmd: MhvaeCommand, rt: &Runtime) -> Result<()> {
         MhvaeCommand::Edit(a) => apply::edit(&a, rt),
         MhvaeCommand::Interpolate(a) => apply::interpolate(&a, rt),
         MhvaeCommand::Inspect(a) => inspect::run(&a, rt),
+        MhvaeCommand::Eval(a) => eval::run(&a, rt),
         MhvaeCommand::Warp(a) => warp::run(&a),
     }
 }

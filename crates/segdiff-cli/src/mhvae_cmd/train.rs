@@ -8,10 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use segdiff_data::{Dataset, DatasetOptions, Split};
 use segdiff_diffusion::train::{DatasetBatches, PreviewFn, Session, TrainData};
+use segdiff_mhvae::model::{load_backbone_weights, seeded_init};
 use segdiff_mhvae::sheet::reconstruction_sheet;
 use segdiff_mhvae::trainer::{batch_inputs, MhvaeTrainOptions, MhvaeTrainer};
 use segdiff_mhvae::warp::ControlPoints;
-use segdiff_mhvae::{LossWeights, MhvaeConfig, ThetaParam, WarpKind};
+use segdiff_mhvae::{Backbone, LossWeights, MhvaeConfig, PositionAugment, ThetaParam, WarpKind};
 
 use crate::flag_values::flag;
 use crate::run_args::RunArgs;
@@ -42,6 +43,15 @@ pub struct MhvaeTrainArgs {
     /// themselves (`absolute`, the paper's literal wording).
     #[arg(long, default_value = "offset", value_parser = flag::<ThetaParam>())]
     pub theta_param: ThetaParam,
+    /// Encoder trunk: `small` (four stride-2 conv blocks; minutes on a CPU) or `resnet50`
+    /// (torchvision's ResNet-50 with frozen BatchNorm, the paper's backbone).
+    #[arg(long, default_value = "small", value_parser = flag::<Backbone>())]
+    pub backbone: Backbone,
+    /// ImageNet (or other) weights for `--backbone resnet50`: a torchvision / timm ResNet-50
+    /// state dict in safetensors, a folder holding `model.safetensors`, or `hf://owner/name`
+    /// (e.g. `hf://timm/resnet50.tv_in1k`). Default: torchvision's random initialisation.
+    #[arg(long)]
+    pub backbone_weights: Option<PathBuf>,
     /// Size of the style latent z.
     #[arg(long, default_value_t = 16)]
     pub z_dim: usize,
@@ -82,6 +92,21 @@ pub struct MhvaeTrainArgs {
     /// Convert RGB images to greyscale on load.
     #[arg(long)]
     pub grey: bool,
+    /// Move each training image and its mask together by a random rotation, scale and shift
+    /// (drawn from the step's seed), so the position head learns positions the data lacks
+    /// (e.g. a template whose slices are all centred). Recorded in mhvae.json.
+    #[arg(long)]
+    pub augment_position: bool,
+    /// With --augment-position: largest rotation, degrees (either way).
+    #[arg(long, default_value_t = 45.0)]
+    pub augment_rotation: f64,
+    /// With --augment-position: scale range `MIN,MAX` (drawn log-uniformly).
+    #[arg(long, value_delimiter = ',', default_value = "0.8,1.2")]
+    pub augment_scale: Vec<f64>,
+    /// With --augment-position: largest shift per axis, normalised units (the image spans
+    /// [−1, 1]).
+    #[arg(long, default_value_t = 0.15)]
+    pub augment_shift: f64,
     /// Optimiser, schedule, seed, checkpoints and previews (MHVAE defaults: lr 2e-3, 100 warm-up
     /// steps, no weight decay).
     #[command(flatten)]
@@ -124,6 +149,7 @@ pub fn run(args: MhvaeTrainArgs, rt: &Runtime) -> Result<()> {
         warp: args.warp,
         control_points: args.control_points,
         theta_param: args.theta_param,
+        backbone: args.backbone,
         encoder_channels: args.encoder_channels.clone(),
         fc_hidden: args.fc_hidden,
         z_dim: args.z_dim,
@@ -139,6 +165,7 @@ pub fn run(args: MhvaeTrainArgs, rt: &Runtime) -> Result<()> {
             log_cosh_scale: args.log_cosh_scale,
             ..LossWeights::default()
         },
+        augment: augment(&args)?,
         ..MhvaeConfig::default()
     };
     config.validate().with_context(|| {
@@ -164,7 +191,23 @@ pub fn run(args: MhvaeTrainArgs, rt: &Runtime) -> Result<()> {
             t.set_total_steps(total);
             t
         }
-        None => MhvaeTrainer::new(config.clone(), run, &rt.device)?,
+        None => {
+            let mut init = seeded_init(&config, run.seed, &rt.device)?;
+            if let Some(path) = &args.backbone_weights {
+                if config.backbone != Backbone::Resnet50 {
+                    bail!("--backbone-weights needs --backbone resnet50");
+                }
+                let file = if path.is_dir() {
+                    path.join("model.safetensors")
+                } else {
+                    path.clone()
+                };
+                let n = load_backbone_weights(&mut init, &file, &rt.device)
+                    .with_context(|| format!("loading backbone weights from {}", file.display()))?;
+                eprintln!("backbone: {n} ResNet-50 tensors from {}", file.display());
+            }
+            MhvaeTrainer::from_weights(config.clone(), run, init, &rt.device)?
+        }
     };
     let data = DatasetBatches::new(train.clone(), guided);
     eprintln!(
@@ -212,6 +255,23 @@ pub fn run(args: MhvaeTrainArgs, rt: &Runtime) -> Result<()> {
         sheet_path.display()
     );
     Ok(())
+}
+
+fn augment(args: &MhvaeTrainArgs) -> Result<Option<PositionAugment>> {
+    if !args.augment_position {
+        return Ok(None);
+    }
+    let &[min, max] = args.augment_scale.as_slice() else {
+        bail!(
+            "--augment-scale takes MIN,MAX, got {:?}",
+            args.augment_scale
+        );
+    };
+    Ok(Some(PositionAugment {
+        max_rotation_degrees: args.augment_rotation,
+        scale: [min, max],
+        max_shift: args.augment_shift,
+    }))
 }
 
 /// A few validation images (training images without a validation split) for the preview sheets.

@@ -42,12 +42,17 @@ use crate::split::{Split, SplitRatios};
 
 mod dataset_json;
 mod manifest;
+mod pairs_2d;
 mod plan;
 mod slicing;
 mod volume_pair;
 
 pub use dataset_json::{training_window, DatasetInfo, TrainingWindow};
 pub use manifest::{read_manifest, ManifestRow};
+pub use pairs_2d::{
+    fill_outline, find_pairs, prepare_2d, threshold_mask, Folders2d, MaskFolder, Pair2d,
+    IMAGE_EXTENSIONS,
+};
 pub use plan::sanitize_id;
 
 use dataset_json::write_dataset_json;
