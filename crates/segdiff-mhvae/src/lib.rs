@@ -7,9 +7,21 @@
 //!
 //! This crate holds the science; the CLI (`segdiff mhvae …`) only parses and wires.
 //! Not here: the diffusers UNet (`segdiff-unet`), the shared training machinery
-//! (`segdiff-diffusion::train`), metrics (`segdiff-eval`).
+//! (`segdiff-diffusion::train`, which [`trainer::MhvaeTrainer`] plugs into), metrics
+//! (`segdiff-eval`).
 //!
 //! Main items:
+//! - [`Mhvae`] ([`model`]) with its [`MhvaeConfig`] (every choice the paper leaves open, recorded
+//!   in `mhvae.json`): encoder trunk (small conv or [`resnet::ResNet50`]) and Gaussian heads for
+//!   style z and position θ; [`Position`] turns θ into warp grids; the segmentation head warps
+//!   the reference disc, the image head half of its 32×32 features.
+//! - [`trainer`]: the loss (log-cosh + soft Dice + KL) and [`trainer::MhvaeTrainer`], a
+//!   `segdiff_diffusion::train::Method`; [`edit`]: rotate / scale / move the object about its
+//!   centre ([`PositionEdit`]); [`kfold`]: k-fold evaluation with the MONAI UNet baseline;
+//!   [`synth`]: synthetic single-object data with ground-truth style and shape; [`sheet`]:
+//!   pictures.
+//! - [`refiner`]: the diffusion refiner's SDE and its Euler–Maruyama sampler (the score network
+//!   and its training are yet to come).
 //! - [`warp`]: the spatial-transformer ops candle lacks, differentiable in both arguments:
 //!   [`warp::grid_sample`] (bilinear, zero padding, both `align_corners`, with torch's semantics; a
 //!   CPU custom op with explicit backward and a device-agnostic composition for CUDA),
@@ -30,6 +42,7 @@ pub mod loss;
 pub mod model;
 pub mod position;
 pub mod reference_mask;
+pub mod refiner;
 pub mod resnet;
 pub mod sheet;
 pub mod synth;

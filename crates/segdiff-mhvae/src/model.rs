@@ -636,3 +636,105 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> MhvaeError {
         message: format!("cannot {what}: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference_mask::reference_disc;
+    use crate::trainer::mhvae_loss;
+
+    /// RGB images and both warps: shapes through encode → segment → decode, a finite loss with
+    /// gradients, and a save/load round trip with identical outputs.
+    #[test]
+    fn rgb_models_run_and_round_trip() {
+        let dev = Device::Cpu;
+        for warp in [WarpKind::Affine, WarpKind::Tps, WarpKind::None] {
+            let config = MhvaeConfig {
+                image_size: 32,
+                image_channels: 3,
+                warp,
+                ..MhvaeConfig::default()
+            };
+            let weights = seeded_init(&config, 4, &dev).unwrap();
+            let model = Mhvae::new(
+                &config,
+                VarBuilder::from_tensors(weights.clone(), DType::F32, &dev),
+            )
+            .unwrap();
+            let x = (Tensor::arange(0f32, (2 * 3 * 32 * 32) as f32, &dev)
+                .unwrap()
+                .reshape((2, 3, 32, 32))
+                .unwrap()
+                / (2.0 * 3.0 * 32.0 * 32.0))
+                .unwrap();
+            let post = model.encode(&x).unwrap();
+            assert_eq!(post.mu_z.dims(), &[2, 16]);
+            let recon = model.reconstruct(&x).unwrap();
+            assert_eq!(recon.dims(), &[2, 3, 32, 32]);
+            let y = Tensor::zeros((2, 1, 32, 32), DType::F32, &dev).unwrap();
+            let mut rng = StdRng::seed_from_u64(0);
+            let loss = mhvae_loss(&model, &x, &y, &mut rng).unwrap();
+            let v = loss.total.to_scalar::<f32>().unwrap();
+            assert!(v.is_finite(), "{warp}: {v}");
+            match &post.theta {
+                Some((mu, _)) => {
+                    assert_eq!(mu.dims(), &[2, config.theta_dim()]);
+                    // θ starts at the identity: the mask is the reference disc.
+                    let m = model
+                        .segment(mu)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    let disc: f32 = reference_disc(32, 32, true)
+                        .iter()
+                        .filter(|&&v| v >= 0.5)
+                        .count() as f32;
+                    assert_eq!(m, 2.0 * disc, "{warp}");
+                }
+                None => assert!(model
+                    .segment(&Tensor::zeros((2, 6), DType::F32, &dev).unwrap())
+                    .is_err()),
+            }
+            let dir = std::env::temp_dir().join(format!("mhvae-rgb-{warp}-{}", std::process::id()));
+            Mhvae::save(&dir, &config, &weights).unwrap();
+            let loaded = Mhvae::load(&dir, &dev).unwrap();
+            let a = loaded
+                .reconstruct(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let b = recon.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b);
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+
+    #[test]
+    fn a_model_folder_with_a_wrong_tensor_is_refused_naming_it() {
+        let dev = Device::Cpu;
+        let config = MhvaeConfig {
+            image_size: 32,
+            ..MhvaeConfig::default()
+        };
+        let mut weights = seeded_init(&config, 0, &dev).unwrap();
+        weights.insert(
+            "decoder.fc.weight".into(),
+            Tensor::zeros((3, 3), DType::F32, &dev).unwrap(),
+        );
+        let dir = std::env::temp_dir().join(format!("mhvae-bad-{}", std::process::id()));
+        Mhvae::save(&dir, &config, &weights).unwrap();
+        let err = Mhvae::load(&dir, &dev).err().unwrap().to_string();
+        assert!(
+            err.contains("decoder.fc.weight") && err.contains("model.safetensors"),
+            "{err}"
+        );
+        std::fs::write(dir.join(CONFIG_FILE), "{\"format_version\": 1}").unwrap();
+        let err = Mhvae::load(&dir, &dev).err().unwrap().to_string();
+        assert!(err.contains("mhvae.json"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -27,7 +27,7 @@
 //! - Convolutions run on segdiff's CPU kernels ([`segdiff_unet::cpu_kernels::conv2d`], candle's
 //!   conv elsewhere); torchvision's convolutions have no bias.
 //! - The 3×3/2 max pool is composed from `maximum` over strided views of a −∞-padded input
-//!   ([`max_pool_3x3_s2_p1`]): candle's `max_pool2d` has no backward when kernel ≠ stride.
+//!   (`max_pool_3x3_s2_p1`): candle's `max_pool2d` has no backward when kernel ≠ stride.
 
 use std::collections::BTreeMap;
 
