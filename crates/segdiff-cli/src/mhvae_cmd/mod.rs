@@ -15,6 +15,7 @@ mod apply;
 mod eval;
 mod images;
 mod inspect;
+mod refiner;
 mod train;
 mod warp;
 
@@ -28,8 +29,16 @@ pub enum MhvaeCommand {
     Train(Box<train::MhvaeTrainArgs>),
     /// One 0/1 PNG mask per input image: the reference disc warped by the predicted position.
     Segment(apply::ImagesArgs),
-    /// The VAE's reconstruction of each input image (same file names).
-    Reconstruct(apply::ImagesArgs),
+    /// The VAE's reconstruction of each input image (same file names), refined by the diffusion
+    /// refiner with --refiner.
+    Reconstruct(apply::ReconstructArgs),
+    /// Train the diffusion refiner for a trained MHVAE (kept frozen), meant to turn the VAE's
+    /// blurry output into a sharp image (paper §4). Images only. Experimental: its quality is not
+    /// validated yet (README).
+    TrainRefiner(Box<refiner::TrainRefinerArgs>),
+    /// Pure sampling (paper App. G): position and style from the prior, decoded, refined.
+    /// Experimental, as train-refiner.
+    Sample(refiner::SampleArgs),
     /// Decode the style of one image with the position of another (paper Fig. 5).
     Swap(apply::SwapArgs),
     /// Rotate, scale or move each image's object about its centre, keeping its style (paper
@@ -96,6 +105,8 @@ pub fn run(cmd: MhvaeCommand, rt: &Runtime) -> Result<()> {
         MhvaeCommand::Train(a) => train::run(*a, rt),
         MhvaeCommand::Segment(a) => apply::segment(&a, rt),
         MhvaeCommand::Reconstruct(a) => apply::reconstruct(&a, rt),
+        MhvaeCommand::TrainRefiner(a) => refiner::train(&a, rt),
+        MhvaeCommand::Sample(a) => refiner::sample(&a, rt),
         MhvaeCommand::Swap(a) => apply::swap(&a, rt),
         MhvaeCommand::Edit(a) => apply::edit(&a, rt),
         MhvaeCommand::Interpolate(a) => apply::interpolate(&a, rt),

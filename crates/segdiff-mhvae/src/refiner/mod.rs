@@ -8,6 +8,10 @@
 //! - [`euler_maruyama`]: the reverse SDE (eq. 15) from x(1) = x̂ + ε, N steps, a noise-free last
 //!   step, noise from a seed or a fixed sequence (reused across images for interpolation grids).
 
+mod network;
 mod sde;
+mod trainer;
 
+pub use network::{refiner_unet_config, Refiner, RefinerMeta, REFINER_JSON, UNET_DIR};
 pub use sde::{euler_maruyama, EmNoise, VpSde};
+pub use trainer::{RefinerTrainOptions, RefinerTrainer};
