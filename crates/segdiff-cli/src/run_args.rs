@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use segdiff_data::{Dataset, DatasetOptions, Sample, Split};
 use segdiff_diffusion::train::{list_checkpoints, RunOptions};
 
 /// Optimiser, schedule, seed, checkpoint and preview flags of a training run.
@@ -101,4 +102,30 @@ impl RunArgs {
             ..defaults.clone()
         }
     }
+}
+
+/// The training split of `data` and its first sample, which must be square (`who` names the
+/// trainer in the error: "training", "the MHVAE").
+pub fn open_training_split(
+    data: &Path,
+    opts: &DatasetOptions,
+    who: &str,
+) -> Result<(Dataset, Sample)> {
+    let train = Dataset::open(data, Split::Train, opts)
+        .with_context(|| format!("opening the training split of {}", data.display()))?;
+    if train.is_empty() {
+        bail!("{}: the training split holds no images", data.display());
+    }
+    let first = train
+        .load(0)
+        .with_context(|| format!("reading {}", train.items()[0].image.display()))?;
+    if first.width != first.height {
+        bail!(
+            "{}: images are {}×{}; {who} needs square images (use --size)",
+            first.name,
+            first.height,
+            first.width
+        );
+    }
+    Ok((train, first))
 }

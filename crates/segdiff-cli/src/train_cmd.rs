@@ -25,7 +25,7 @@ use segdiff_eval::{
 use segdiff_unet::UNet2DConfig;
 
 use crate::flag_values::flag;
-use crate::run_args::RunArgs;
+use crate::run_args::{open_training_split, RunArgs};
 use crate::runtime::Runtime;
 
 /// Train a segmentation-guided (or unconditional) diffusion model on a prepared dataset.
@@ -187,26 +187,8 @@ pub fn run(args: TrainArgs, rt: &Runtime) -> Result<()> {
         resize: args.size,
         require_masks: guided,
     };
-    let train = Dataset::open(&args.data, Split::Train, &opts)
-        .with_context(|| format!("opening the training split of {}", args.data.display()))?;
-    if train.is_empty() {
-        bail!(
-            "{}: the training split holds no images",
-            args.data.display()
-        );
-    }
-    let first = train
-        .load(0)
-        .with_context(|| format!("reading {}", train.items()[0].image.display()))?;
+    let (train, first) = open_training_split(&args.data, &opts, "training")?;
     let size = first.height;
-    if first.width != size {
-        bail!(
-            "{}: images are {}×{}; training needs square images (use --size)",
-            first.name,
-            first.height,
-            first.width
-        );
-    }
     let info = DatasetClasses::read(&args.data)?;
     let num_classes = args
         .num_classes

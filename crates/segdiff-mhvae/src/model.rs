@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -615,11 +615,6 @@ fn resnet_init(name: &str, shape: &[usize], rng: &mut StdRng, device: &Device) -
 pub fn sample_gaussian(mu: &Tensor, logvar: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
     let eps = segdiff_diffusion::random::randn(rng, mu.dims(), mu.dtype(), mu.device())?;
     Ok((mu + (logvar * 0.5)?.exp()?.mul(&eps)?)?)
-}
-
-/// Mean over the last axis (used by tests and reports).
-pub fn mean_last(x: &Tensor) -> Result<Tensor> {
-    Ok(x.mean(D::Minus1)?)
 }
 
 fn no_segmentation() -> MhvaeError {

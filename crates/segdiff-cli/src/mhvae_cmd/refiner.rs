@@ -8,12 +8,12 @@ use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use segdiff_data::{Dataset, DatasetOptions, Split};
+use segdiff_data::DatasetOptions;
 use segdiff_diffusion::train::{DatasetBatches, Session};
 use segdiff_mhvae::refiner::{refiner_unet_config, EmNoise, Refiner, RefinerMeta, RefinerTrainer};
 
 use super::images::{load_model, prepare_out, rows, save_image};
-use crate::run_args::RunArgs;
+use crate::run_args::{open_training_split, RunArgs};
 use crate::runtime::Runtime;
 
 /// Train the refiner: a conditional diffusion that turns the (frozen) VAE's blurry output into a
@@ -51,14 +51,7 @@ pub fn train(args: &TrainRefinerArgs, rt: &Runtime) -> Result<()> {
         require_masks: false,
         ..DatasetOptions::default()
     };
-    let train = Dataset::open(&args.data, Split::Train, &opts)
-        .with_context(|| format!("opening the training split of {}", args.data.display()))?;
-    if train.is_empty() {
-        bail!(
-            "{}: the training split holds no images",
-            args.data.display()
-        );
-    }
+    let (train, _) = open_training_split(&args.data, &opts, "the refiner")?;
     let &[beta_min, beta_max] = args.beta.as_slice() else {
         bail!("--beta takes MIN,MAX, got {:?}", args.beta);
     };

@@ -15,7 +15,7 @@ use segdiff_mhvae::warp::ControlPoints;
 use segdiff_mhvae::{Backbone, LossWeights, MhvaeConfig, PositionAugment, ThetaParam, WarpKind};
 
 use crate::flag_values::flag;
-use crate::run_args::RunArgs;
+use crate::run_args::{open_training_split, RunArgs};
 use crate::runtime::Runtime;
 
 /// Train the multi-headed VAE on a prepared dataset (`img/{train,val,test}`,
@@ -124,25 +124,7 @@ pub fn run(args: MhvaeTrainArgs, rt: &Runtime) -> Result<()> {
         resize: args.size,
         require_masks: guided,
     };
-    let train = Dataset::open(&args.data, Split::Train, &opts)
-        .with_context(|| format!("opening the training split of {}", args.data.display()))?;
-    if train.is_empty() {
-        bail!(
-            "{}: the training split holds no images",
-            args.data.display()
-        );
-    }
-    let first = train
-        .load(0)
-        .with_context(|| format!("reading {}", train.items()[0].image.display()))?;
-    if first.width != first.height {
-        bail!(
-            "{}: images are {}×{}; the MHVAE needs square images (use --size)",
-            first.name,
-            first.height,
-            first.width
-        );
-    }
+    let (train, first) = open_training_split(&args.data, &opts, "the MHVAE")?;
     let config = MhvaeConfig {
         image_size: first.height,
         image_channels: first.channels,

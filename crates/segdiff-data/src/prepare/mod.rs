@@ -371,21 +371,40 @@ pub fn prepare(
         warnings.extend(w);
     }
     progress(&Progress::Finishing);
+    finish(
+        guard,
+        rows,
+        volumes,
+        warnings,
+        &opts.out_dir,
+        |volumes, slices| DatasetInfo::new(opts, volumes, slices, &modalities, has_masks),
+    )
+}
+
+/// Writes `manifest.csv` (rows sorted by split and file) and `dataset.json` (from `info`, given
+/// the volumes and the slices per split) into the staging folder, then swaps it in for `out`:
+/// old OUT aside, new in place, old removed.
+pub(super) fn finish(
+    guard: segdiff_io::DirGuard,
+    mut rows: Vec<ManifestRow>,
+    volumes: Vec<VolumeSummary>,
+    warnings: Vec<String>,
+    out: &Path,
+    info: impl FnOnce(&[VolumeSummary], [usize; 3]) -> DatasetInfo,
+) -> Result<PrepareSummary> {
+    let tmp = guard.path();
     rows.sort_by(|a, b| (a.split, &a.file).cmp(&(b.split, &b.file)));
     write_manifest(&tmp.join(MANIFEST), &rows)?;
     let mut slices = [0usize; 3];
     for v in &volumes {
         slices[v.split as usize] += v.written;
     }
-    let info = DatasetInfo::new(opts, &volumes, slices, &modalities, has_masks);
-    write_dataset_json(tmp, &info)?;
-    // Swap the finished folder in: old OUT aside, new in place, old removed.
-    let out = &opts.out_dir;
+    write_dataset_json(tmp, &info(&volumes, slices))?;
     segdiff_io::replace_dir(tmp, out)
         .map_err(|e| DataError::io(out, "move finished output into place", e))?;
     guard.keep();
     Ok(PrepareSummary {
-        out_dir: out.clone(),
+        out_dir: out.to_path_buf(),
         volumes,
         slices,
         warnings,

@@ -40,11 +40,11 @@ use crate::orientation::SliceAxis;
 use crate::split::{assign_splits, Split};
 use crate::volume_slices::square_and_resize;
 
-use super::dataset_json::{write_dataset_json, DatasetInfo};
-use super::manifest::{write_manifest, ManifestRow};
+use super::dataset_json::DatasetInfo;
+use super::manifest::ManifestRow;
 use super::{
-    check_out_dir, create_staging, sanitize_id, PrepareOptions, PrepareSummary, Progress,
-    VolumeSummary, IMG_DIR, MANIFEST, MASK_DIR,
+    check_out_dir, create_staging, finish, sanitize_id, PrepareOptions, PrepareSummary, Progress,
+    VolumeSummary, IMG_DIR, MASK_DIR,
 };
 
 /// File extensions read as 2-D images (lower case).
@@ -613,29 +613,21 @@ pub fn prepare_2d(
         warnings.extend(out.warning);
     }
     progress(&Progress::Finishing);
-    let tmp = guard.path();
-    rows.sort_by(|a, b| (a.split, &a.file).cmp(&(b.split, &b.file)));
-    write_manifest(&tmp.join(MANIFEST), &rows)?;
-    let mut slices = [0usize; 3];
-    for v in &volumes {
-        slices[v.split as usize] += v.written;
-    }
     let mut recorded = opts.clone();
     recorded.axes = vec![SliceAxis::Axial];
     recorded.intensity = AS_STORED;
-    let mut info = DatasetInfo::new(&recorded, &volumes, slices, &[], has_masks);
-    info.channels = if rgb { 3 } else { 1 };
-    write_dataset_json(tmp, &info)?;
-    let out = &opts.out_dir;
-    segdiff_io::replace_dir(tmp, out)
-        .map_err(|e| DataError::io(out, "move finished output into place", e))?;
-    guard.keep();
-    Ok(PrepareSummary {
-        out_dir: out.clone(),
+    finish(
+        guard,
+        rows,
         volumes,
-        slices,
         warnings,
-    })
+        &opts.out_dir,
+        |volumes, slices| {
+            let mut info = DatasetInfo::new(&recorded, volumes, slices, &[], has_masks);
+            info.channels = if rgb { 3 } else { 1 };
+            info
+        },
+    )
 }
 
 #[cfg(test)]
@@ -833,7 +825,7 @@ mod tests {
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         let info = DatasetInfo::read(&opts.out_dir).unwrap();
         assert_eq!((info.channels, info.num_classes, info.size), (3, 2, 20));
-        let rows = super::super::read_manifest(&opts.out_dir.join(MANIFEST)).unwrap();
+        let rows = super::super::read_manifest(&opts.out_dir.join(super::super::MANIFEST)).unwrap();
         let mask_path = opts.out_dir.join(rows[0].file.replacen(
             IMG_DIR,
             &format!("{MASK_DIR}/all"),

@@ -8,6 +8,7 @@
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor,
+    WithDType,
 };
 use num_traits::Float;
 
@@ -129,11 +130,46 @@ impl Dims {
     }
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+/// The contiguous elements of a CPU tensor as `T`.
+fn contiguous<'a, T: WithDType>((storage, layout): Arg<'a>) -> candle_core::Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("grid_sample: the CPU op needs contiguous tensors"),
     }
+}
+
+type Arg<'a> = (&'a CpuStorage, &'a Layout);
+
+fn run_forward<T: WithDType + Float>(
+    input: Arg,
+    grid: Arg,
+    d: &Dims,
+    ac: bool,
+) -> candle_core::Result<CpuStorage> {
+    Ok(T::to_cpu_storage_owned(forward(
+        contiguous::<T>(input)?,
+        contiguous::<T>(grid)?,
+        d,
+        ac,
+    )))
+}
+
+fn run_backward<T: WithDType + Float>(
+    input: Arg,
+    grid: Arg,
+    grad_out: Arg,
+    d: &Dims,
+    ac: bool,
+) -> candle_core::Result<CpuStorage> {
+    let v = backward(
+        contiguous::<T>(input)?,
+        contiguous::<T>(grid)?,
+        contiguous::<T>(grad_out)?,
+        d,
+        ac,
+    );
+    Ok(T::to_cpu_storage_owned(v))
 }
 
 fn forward<T: Float>(input: &[T], grid: &[T], d: &Dims, align_corners: bool) -> Vec<T> {
@@ -226,23 +262,12 @@ impl CustomOp2 for GridSampleCpu {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = Dims::of(l1, l2)?;
         let shape = Shape::from((d.n, d.c, d.ho, d.wo));
-        let out = match (s1, s2) {
-            (CpuStorage::F32(i), CpuStorage::F32(g)) => CpuStorage::F32(forward(
-                contiguous(i, l1)?,
-                contiguous(g, l2)?,
-                &d,
-                self.align_corners,
-            )),
-            (CpuStorage::F64(i), CpuStorage::F64(g)) => CpuStorage::F64(forward(
-                contiguous(i, l1)?,
-                contiguous(g, l2)?,
-                &d,
-                self.align_corners,
-            )),
-            _ => candle_core::bail!(
-                "grid_sample: input {:?} and grid {:?} must both be f32 or both f64",
-                s1.dtype(),
-                s2.dtype()
+        let ac = self.align_corners;
+        let out = match (s1.dtype(), s2.dtype()) {
+            (DType::F32, DType::F32) => run_forward::<f32>((s1, l1), (s2, l2), &d, ac)?,
+            (DType::F64, DType::F64) => run_forward::<f64>((s1, l1), (s2, l2), &d, ac)?,
+            (a, b) => candle_core::bail!(
+                "grid_sample: input {a:?} and grid {b:?} must both be f32 or both f64"
             ),
         };
         Ok((out, shape))
@@ -292,31 +317,18 @@ impl CustomOp3 for GridSampleCpuBackward {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = Dims::of(l1, l2)?;
-        let (out, len) = match (s1, s2, s3) {
-            (CpuStorage::F32(i), CpuStorage::F32(g), CpuStorage::F32(go)) => {
-                let v = backward(
-                    contiguous(i, l1)?,
-                    contiguous(g, l2)?,
-                    contiguous(go, l3)?,
-                    &d,
-                    self.align_corners,
-                );
-                let len = v.len();
-                (CpuStorage::F32(v), len)
+        let ac = self.align_corners;
+        let out = match (s1.dtype(), s2.dtype(), s3.dtype()) {
+            (DType::F32, DType::F32, DType::F32) => {
+                run_backward::<f32>((s1, l1), (s2, l2), (s3, l3), &d, ac)?
             }
-            (CpuStorage::F64(i), CpuStorage::F64(g), CpuStorage::F64(go)) => {
-                let v = backward(
-                    contiguous(i, l1)?,
-                    contiguous(g, l2)?,
-                    contiguous(go, l3)?,
-                    &d,
-                    self.align_corners,
-                );
-                let len = v.len();
-                (CpuStorage::F64(v), len)
+            (DType::F64, DType::F64, DType::F64) => {
+                run_backward::<f64>((s1, l1), (s2, l2), (s3, l3), &d, ac)?
             }
             _ => candle_core::bail!("grid_sample backward: mixed dtypes"),
         };
+        // `[grad_input | grad_grid]`, flat.
+        let len = d.n * d.c * d.h * d.w + d.n * d.ho * d.wo * 2;
         Ok((out, Shape::from(len)))
     }
 }
