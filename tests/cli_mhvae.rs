@@ -587,9 +587,11 @@ fn mhvae_resnet50_backbone_and_its_weights() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("layer3.0.conv2.weight"));
 }
 
-/// The refiner's mechanics (its quality is not validated yet): training against a frozen VAE
-/// resumes bit-exactly, refined reconstructions are byte-identical for one seed and differ for
-/// another, and pure sampling writes its images.
+/// The refiner's mechanics (its quality: `crates/segdiff-mhvae/tests/functional.rs`): training
+/// against a frozen VAE resumes bit-exactly, both formulations train, refined reconstructions are
+/// byte-identical for one seed and differ for another, sharded sampling and reconstruction
+/// reproduce the full runs byte for byte, swap / edit / interpolate refine, and eval reports the
+/// sampling FID of both refiners.
 #[test]
 fn mhvae_refiner_mechanics() {
     let dir = tempfile::tempdir().unwrap();
@@ -601,7 +603,7 @@ fn mhvae_refiner_mechanics() {
         "--kind",
         "ellipses",
         "--n",
-        "12",
+        "20",
         "--size",
         "32",
         "--out",
@@ -677,7 +679,7 @@ fn mhvae_refiner_mechanics() {
             "--out",
             s(&p(out)),
         ]));
-        std::fs::read(p(out).join("00011.png")).unwrap()
+        std::fs::read(p(out).join("00018.png")).unwrap()
     };
     assert_eq!(recon("a", "1"), recon("b", "1"));
     assert_ne!(recon("a", "1"), recon("c", "2"));
@@ -696,4 +698,211 @@ fn mhvae_refiner_mechanics() {
         s(&p("samples")),
     ]));
     assert_eq!(count_pngs(&p("samples")), 4, "sample_*.png and vae_*.png");
+
+    // DiffuseVAE's formulation 2 trains and is recorded.
+    let dvae2 = p("dvae2");
+    ok(&refiner(&dvae2, "1", &["--formulation", "diffusevae2"]));
+    let meta = std::fs::read_to_string(dvae2.join("refiner.json")).unwrap();
+    assert!(meta.contains("\"diffusevae2\""), "{meta}");
+
+    // Shards of sample and reconstruct write exactly the files of a full run.
+    let sample = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "mhvae",
+            "sample",
+            "--model",
+            s(&vae),
+            "--refiner",
+            s(&straight),
+            "--n",
+            "20",
+            "--sampler",
+            "dpm-sde",
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+        ];
+        let o = p(out);
+        args.push(s(&o));
+        args.extend_from_slice(extra);
+        ok(&segdiff(&args));
+    };
+    sample("full", &[]);
+    sample("sharded", &["--shard", "2/2"]);
+    assert_eq!(
+        count_pngs(&p("sharded")),
+        8,
+        "shard 2/2 is the second batch of 16"
+    );
+    sample("sharded", &["--shard", "1/2"]);
+    let files = |d: &str| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(p(d))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| f.extension().is_some_and(|x| x == "png"))
+            .map(|f| {
+                (
+                    f.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&f).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files("full"), files("sharded"));
+    let train_images = data.join("img/train");
+    let recon_shard = |out: &str, extra: &[&str]| {
+        let o = p(out);
+        let mut args = vec![
+            "mhvae",
+            "reconstruct",
+            "--model",
+            s(&vae),
+            "--refiner",
+            s(&straight),
+            "--sampler",
+            "dpm",
+            "--steps",
+            "2",
+            "--images",
+            s(&train_images),
+            "--out",
+            s(&o),
+        ];
+        args.extend_from_slice(extra);
+        ok(&segdiff(&args));
+    };
+    recon_shard("rfull", &[]);
+    recon_shard("rshard", &["--shard", "1/2"]);
+    recon_shard("rshard", &["--shard", "2/2"]);
+    assert!(!files("rfull").is_empty());
+    assert_eq!(files("rfull"), files("rshard"));
+
+    // swap, edit and interpolate take the refiner.
+    let one = test.join("00018.png");
+    ok(&segdiff(&[
+        "mhvae",
+        "swap",
+        "--model",
+        s(&vae),
+        "--style",
+        s(&one),
+        "--position",
+        s(&test),
+        "--refiner",
+        s(&straight),
+        "--sampler",
+        "dpm-sde",
+        "--steps",
+        "2",
+        "--out",
+        s(&p("swap")),
+    ]));
+    assert!(p("swap/swap.png").is_file());
+    ok(&segdiff(&[
+        "mhvae",
+        "edit",
+        "--model",
+        s(&vae),
+        "--images",
+        s(&test),
+        "--rotate",
+        "30",
+        "--refiner",
+        s(&straight),
+        "--steps",
+        "2",
+        "--out",
+        s(&p("edit")),
+    ]));
+    assert!(p("edit/edit.png").is_file() && p("edit/masks/00018.png").is_file());
+    let interp = |out: &str, seed: &str| {
+        ok(&segdiff(&[
+            "mhvae",
+            "interpolate",
+            "--model",
+            s(&vae),
+            "--a",
+            s(&one),
+            "--b",
+            s(&train_images.join("00000.png")),
+            "--steps",
+            "2",
+            "--refiner",
+            s(&straight),
+            "--refiner-steps",
+            "2",
+            "--fixed-noise",
+            "--seed",
+            seed,
+            "--out",
+            s(&p(out)),
+        ]));
+        std::fs::read(p(out)).unwrap()
+    };
+    assert_eq!(interp("i1.png", "4"), interp("i2.png", "4"));
+    assert_ne!(interp("i1.png", "4"), interp("i3.png", "5"));
+    let bad = segdiff(&[
+        "mhvae",
+        "interpolate",
+        "--model",
+        s(&vae),
+        "--a",
+        s(&one),
+        "--b",
+        s(&one),
+        "--fixed-noise",
+        "--out",
+        s(&p("i4.png")),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("need --refiner"));
+
+    // eval: the sampling FID of both refiners against the real test images.
+    let seg = p("seg");
+    ok(&segdiff(&[
+        "segmenter",
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&seg),
+        "--epochs",
+        "1",
+    ]));
+    let out = segdiff(&[
+        "mhvae",
+        "eval",
+        "--data",
+        s(&data),
+        "--folds",
+        "0",
+        "--model",
+        s(&vae),
+        "--refiner",
+        s(&straight),
+        "--baseline-refiner",
+        s(&dvae2),
+        "--samples",
+        "4",
+        "--sampler",
+        "dpm",
+        "--segmenter",
+        s(&seg),
+        "--json",
+        "--out",
+        s(&p("eval")),
+    ]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["sampling"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{report}");
+    assert!(rows[3]["images"].as_str().unwrap().contains("diffusevae2"));
+    assert!(rows
+        .iter()
+        .all(|r| r["fid_segmenter"].as_f64().is_some_and(|f| f >= 0.0)));
+    assert!(p("eval/report.md").is_file());
 }

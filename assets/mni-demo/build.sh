@@ -114,3 +114,13 @@ mkdir -p "$OUT/mhvae"
 cp "$WORK/mhvae/mhvae.json" "$WORK/mhvae/model.safetensors" "$WORK/mhvae/train_log.csv" \
     "$WORK/mhvae/loss.png" "$WORK/mhvae/reconstructions.png" "$OUT/mhvae/"
 cp ../shared/data/real/licenses/MNI_ICBM152_NOTICE.txt "$OUT/mhvae/"
+
+# 10. The MHVAE's diffusion refiner (see mhvae-refiner/MODEL_CARD.md), trained against the frozen
+#     VAE of step 9 on the training slices' images.
+"$SEGDIFF" mhvae train-refiner --vae "$WORK/mhvae" --data "$WORK/mni64" --out "$WORK/mhvae-refiner" \
+    --channels 16,32,64 --steps 1500 --checkpoint-every 500 --seed 0
+rm -rf "$OUT/mhvae-refiner"
+mkdir -p "$OUT/mhvae-refiner"
+cp -r "$WORK/mhvae-refiner/refiner.json" "$WORK/mhvae-refiner/unet" "$WORK/mhvae-refiner/train_log.csv" \
+    "$WORK/mhvae-refiner/loss.png" "$OUT/mhvae-refiner/"
+cp ../shared/data/real/licenses/MNI_ICBM152_NOTICE.txt "$OUT/mhvae-refiner/"

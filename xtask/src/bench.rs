@@ -18,6 +18,7 @@ use segdiff_unet::{
 };
 
 mod marked_section;
+pub mod refiner;
 mod report;
 pub mod sweep;
 pub mod torch;
@@ -510,9 +511,9 @@ pub fn run(
         &crate::data_bench::section()?,
         torch_section.as_deref(),
     );
-    // The sampler sweep and the whole volumes are measured on their own (`--sweep`,
-    // `--volumes`); a full run keeps them.
-    let md = [sweep::MARKERS, volumes::MARKERS]
+    // The sampler sweep, the whole volumes and the refiner are measured on their own (`--sweep`,
+    // `--volumes`, `--refiner`); a full run keeps them.
+    let md = [sweep::MARKERS, volumes::MARKERS, refiner::MARKERS]
         .iter()
         .fold(md, |md, markers| match markers.existing(out) {
             Some(section) => markers.replace(&md, &section),

@@ -87,6 +87,10 @@ enum Command {
         /// With --volumes: also time the 64² model on this 1 mm label volume (NIfTI).
         #[arg(long, requires = "volumes", value_name = "FILE")]
         volumes_1mm: Option<PathBuf>,
+        /// Only time the MHVAE refiner's samplers (Euler–Maruyama vs DPM-Solver++ on the bundled
+        /// MNI refiner) and replace that section.
+        #[arg(long)]
+        refiner: bool,
         /// Internal: peak RSS of loading MODEL and two forwards on INPUTS, in a fresh process.
         #[arg(long, hide = true, num_args = 2, value_names = ["MODEL", "INPUTS"])]
         peak_rss_child: Option<Vec<PathBuf>>,
@@ -125,6 +129,9 @@ fn main() -> Result<()> {
             out,
             ..
         } => bench::sweep::update(&workspace_root().join(out), sweep_from.as_deref()),
+        Command::Bench {
+            refiner: true, out, ..
+        } => bench::refiner::update(&workspace_root().join(out)),
         Command::Bench {
             volumes: true,
             volumes_1mm,

@@ -42,6 +42,10 @@ pub struct DemoArgs {
     /// The multi-headed VAE of the demo's last section (`segdiff mhvae train --out`).
     #[arg(long, default_value = "assets/mni-demo/mhvae")]
     pub mhvae: PathBuf,
+    /// The MHVAE's diffusion refiner (`segdiff mhvae train-refiner --out`); the section skips
+    /// the refined pictures when this folder does not exist.
+    #[arg(long, default_value = "assets/mni-demo/mhvae-refiner")]
+    pub mhvae_refiner: PathBuf,
     /// Held-out slices (dataset layout; the `test` split is used).
     #[arg(long, default_value = "assets/mni-demo/data")]
     pub data: PathBuf,
@@ -403,8 +407,15 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
     );
 
     let mhvae_dir = resolve(&args.mhvae);
-    let mhvae = crate::demo_mhvae::run(&mhvae_dir, &resolve(&args.data), rt, out)
-        .context("the MHVAE section")?;
+    let refiner_dir = resolve(&args.mhvae_refiner);
+    let mhvae = crate::demo_mhvae::run(
+        &mhvae_dir,
+        refiner_dir.is_dir().then_some(refiner_dir.as_path()),
+        &resolve(&args.data),
+        rt,
+        out,
+    )
+    .context("the MHVAE section")?;
     println!(
         "multi-headed VAE: brain masks on {} held-out slices, mean Dice {:.3} (lowest {:.3}); \
          rotation edit of {}°: re-segmented objects turned by {:.1}° on average; pictures {}, {}, {}",
@@ -417,6 +428,18 @@ pub fn run(args: DemoArgs, rt: &Runtime) -> Result<()> {
         out.join("mhvae_swap.png").display(),
         out.join("mhvae_edit.png").display()
     );
+    if let Some(r) = &mhvae.refined {
+        println!(
+            "refiner: high-frequency energy real {:.5}, VAE {:.5}, refined {:.5} ({} network calls); re-segmented Dice refined {:.3}, VAE {:.3}; picture {}",
+            r.hf_real,
+            r.hf_vae,
+            r.hf_refined,
+            r.calls,
+            r.dice_refined,
+            r.dice_vae,
+            out.join("mhvae_refined.png").display()
+        );
+    }
 
     let mut html = report_html(
         &model,

@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use segdiff_data::{Fit, SliceAxis};
 use segdiff_diffusion::{MaskEncoding, PredictionType, SamplerKind};
+use segdiff_mhvae::refiner::{Formulation, RefinerSampler};
 use segdiff_mhvae::synth::ShapeKind;
 use segdiff_mhvae::{Backbone, ThetaParam, WarpKind};
 
@@ -185,6 +186,33 @@ impl FlagValue for WarpKind {
     }
 }
 
+impl FlagValue for RefinerSampler {
+    const NAMES: &'static [&'static [&'static str]] = &[
+        &["em", "euler-maruyama"],
+        &["dpm", "dpm-solver", "dpm-solver++"],
+        &["dpm-sde", "sde-dpm-solver++"],
+    ];
+    fn from_flag(name: &str) -> Option<Self> {
+        match name {
+            "em" | "euler-maruyama" => Some(Self::EulerMaruyama),
+            "dpm" | "dpm-solver" | "dpm-solver++" => Some(Self::DpmSolver),
+            "dpm-sde" | "sde-dpm-solver++" => Some(Self::DpmSolverSde),
+            _ => None,
+        }
+    }
+}
+
+impl FlagValue for Formulation {
+    const NAMES: &'static [&'static [&'static str]] = &[&["mhvae"], &["diffusevae2"]];
+    fn from_flag(name: &str) -> Option<Self> {
+        match name {
+            "mhvae" => Some(Self::Mhvae),
+            "diffusevae2" => Some(Self::Diffusevae2),
+            _ => None,
+        }
+    }
+}
+
 impl FlagValue for Backbone {
     const NAMES: &'static [&'static [&'static str]] =
         &[&["small"], &["resnet50", "resnet-50", "resnet_50"]];
@@ -238,6 +266,12 @@ mod tests {
         every_name_parses::<Fit>();
         every_name_parses::<SliceAxis>();
         every_name_parses::<DtypeFlag>();
+        every_name_parses::<RefinerSampler>();
+        every_name_parses::<Formulation>();
+        every_name_parses::<WarpKind>();
+        every_name_parses::<Backbone>();
+        every_name_parses::<ThetaParam>();
+        every_name_parses::<ShapeKind>();
     }
 
     #[test]

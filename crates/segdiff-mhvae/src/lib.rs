@@ -20,8 +20,9 @@
 //!   centre ([`PositionEdit`]); [`kfold`]: k-fold evaluation with the MONAI UNet baseline;
 //!   [`synth`]: synthetic single-object data with ground-truth style and shape; [`sheet`]:
 //!   pictures.
-//! - [`refiner`]: the diffusion refiner's SDE and its Euler–Maruyama sampler (the score network
-//!   and its training are yet to come).
+//! - [`refiner`]: the diffusion refiner (paper §4): its SDE toward x̂, the paper's and
+//!   DiffuseVAE's formulations, the score network, its training against the frozen VAE, and the
+//!   samplers (Euler–Maruyama, DPM-Solver++(2M) deterministic and stochastic).
 //! - [`warp`]: the spatial-transformer ops candle lacks, differentiable in both arguments:
 //!   [`warp::grid_sample`] (bilinear, zero padding, both `align_corners`, with torch's semantics; a
 //!   CPU custom op with explicit backward and a device-agnostic composition for CUDA),

@@ -14,6 +14,11 @@ use segdiff_mhvae::{Mhvae, MhvaeConfig, PositionEdit, WarpKind};
 
 const SIZE: usize = 32;
 
+/// The allocator of the `segdiff` binary: the system one spends a third of a refiner step in the
+/// kernel, zeroing pages for tensors of the sizes it just freed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn dataset(dir: &Path, kind: ShapeKind, n: usize, seed: u64) {
     write_dataset(dir, &draw_samples(kind, n, seed), SIZE).unwrap();
 }
@@ -327,4 +332,125 @@ fn resume_is_bit_exact() {
     let r1 = resumed.export_model().unwrap().reconstruct(&x).unwrap();
     let r2 = loaded.reconstruct(&x).unwrap();
     assert_eq!(rows(&r1), rows(&r2));
+}
+
+/// The refiner (paper §4) after a short training on ellipses, against a frozen VAE: refined
+/// reconstructions keep the VAE's object (the re-segmented refinement against the VAE's own mask
+/// of the original: Dice ≥ 0.85), stay closer to their own original than to the other images, and
+/// bring back high-frequency energy the VAE blurred (closer to the real images'). The fast sampler
+/// reaches Euler–Maruyama's quality in a tenth of the network calls: SDE-DPM-Solver++(2M) in 10
+/// calls against E–M in 100, the same Dice within 0.02 and a high-frequency energy within 30 % of
+/// E–M's.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "a release test: cargo test --release")]
+fn refiner_sharpens_reconstructions_and_the_fast_sampler_matches_euler_maruyama() {
+    use rand::SeedableRng;
+    use segdiff_mhvae::refiner::{
+        refiner_unet_config, EmNoise, RefinerMeta, RefinerSampler, RefinerTrainer,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data, ShapeKind::Ellipses, 600, 3);
+    let t0 = std::time::Instant::now();
+    let vae_dir = tmp.path().join("vae-model");
+    train_model(&data, &tmp.path().join("vae"), WarpKind::Affine, 1000, 0)
+        .save_model(&vae_dir)
+        .unwrap();
+    let vae = Mhvae::load(&vae_dir, &Device::Cpu).unwrap();
+    let t_vae = t0.elapsed().as_secs_f64();
+    let run = segdiff_diffusion::train::RunOptions {
+        total_steps: 500,
+        lr: 1e-3,
+        warmup_steps: 30,
+        seed: 0,
+        ..Default::default()
+    };
+    let unet = refiner_unet_config(SIZE, 1, &[8, 16, 16], 4).unwrap();
+    let test = split(&data, Split::Test);
+    let mut trainer = RefinerTrainer::new(
+        Mhvae::load(&vae_dir, &Device::Cpu).unwrap(),
+        RefinerMeta::new(1, SIZE),
+        unet,
+        run,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let train_split = split(&data, Split::Train);
+    train(
+        &mut trainer,
+        &train_split,
+        &tmp.path().join("refiner"),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let refiner = trainer.export().unwrap();
+    let t_refiner = t0.elapsed().as_secs_f64() - t_vae;
+
+    let idx: Vec<usize> = (0..test.len()).collect();
+    let (x, y) = batch_inputs(&test.load(&idx).unwrap(), &Device::Cpu).unwrap();
+    let real = rows(&x);
+    let truth = rows(&y);
+    let vae_masks = rows(
+        &vae.segment(&vae.encode(&x).unwrap().theta.unwrap().0)
+            .unwrap(),
+    );
+    let x_hat = vae.reconstruct(&x).unwrap();
+    let hf = |t: &Tensor| segdiff_mhvae::refiner::high_frequency_energy(t).unwrap();
+    let (hf_real, hf_vae) = (hf(&x), hf(&x_hat));
+    println!("VAE {t_vae:.0} s, refiner 500 steps {t_refiner:.0} s; high-frequency energy: real {hf_real:.4}, VAE {hf_vae:.4}");
+    let mut results = Vec::new();
+    for (sampler, steps) in [
+        (RefinerSampler::EulerMaruyama, 100),
+        (RefinerSampler::DpmSolverSde, 10),
+    ] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let refined = refiner
+            .refine(&x_hat, sampler, steps, EmNoise::Rng(&mut rng))
+            .unwrap();
+        let out = rows(&refined);
+        let reseg = rows(
+            &vae.segment(&vae.encode(&refined).unwrap().theta.unwrap().0)
+                .unwrap(),
+        );
+        let m = out.len();
+        let dice = (0..m)
+            .map(|i| dice01(&reseg[i], &vae_masks[i]))
+            .sum::<f64>()
+            / m as f64;
+        let dice_truth = (0..m).map(|i| dice01(&reseg[i], &truth[i])).sum::<f64>() / m as f64;
+        let (mut own, mut others, mut closer) = (0.0, 0.0, 0);
+        for i in 0..m {
+            let o = mse(&out[i], &real[i]);
+            let rest = (0..m)
+                .filter(|&j| j != i)
+                .map(|j| mse(&out[i], &real[j]))
+                .sum::<f64>()
+                / (m - 1) as f64;
+            own += o / m as f64;
+            others += rest / m as f64;
+            closer += usize::from(o < rest);
+        }
+        let hf = hf(&refined);
+        println!("{sampler}, {steps} calls: re-segmented Dice {dice:.3} with the VAE's masks ({dice_truth:.3} with the true ones); MSE to own original {own:.4} vs others {others:.4}, closer to own {closer}/{m}; HF energy {hf:.4}");
+        assert!(dice >= 0.85, "{sampler}: Dice {dice:.3}");
+        assert!(
+            own < others && closer * 10 >= m * 9,
+            "{sampler}: {closer}/{m} closer to own"
+        );
+        assert!(
+            (hf - hf_real).abs() < (hf_vae - hf_real).abs(),
+            "{sampler}: HF {hf:.4} vs real {hf_real:.4}, VAE {hf_vae:.4}"
+        );
+        results.push((dice, hf));
+    }
+    let ((em_dice, em_hf), (fast_dice, fast_hf)) = (results[0], results[1]);
+    assert!(
+        fast_dice >= em_dice - 0.02,
+        "Dice {fast_dice:.3} vs E–M {em_dice:.3}"
+    );
+    assert!(
+        (fast_hf / em_hf - 1.0).abs() <= 0.3,
+        "HF energy {fast_hf:.4} vs E–M {em_hf:.4}"
+    );
 }

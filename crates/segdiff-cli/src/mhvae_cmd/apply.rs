@@ -4,13 +4,18 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use segdiff_mhvae::refiner::{EmNoise, RefinerSampler};
 use segdiff_mhvae::sheet::{mask_tile, tile, viewable, SHEET_IMAGES};
 use segdiff_mhvae::{Mhvae, PositionEdit};
 
 use super::images::{
     load_model, prepare_out, read_images, rows, save_image, save_mask, stack, InputImage, BATCH,
 };
+use super::refiner::{shard_batches, RefineArgs, Refining};
+use crate::flag_values::flag;
 use crate::runtime::Runtime;
 
 /// `--model` and `--images` of the commands that map images to images.
@@ -75,15 +80,12 @@ pub fn segment(args: &ImagesArgs, rt: &Runtime) -> Result<()> {
 pub struct ReconstructArgs {
     #[command(flatten)]
     pub io: ImagesArgs,
-    /// Refine the VAE's reconstructions with this refiner (`segdiff mhvae train-refiner`).
+    #[command(flatten)]
+    pub refine: RefineArgs,
+    /// Reconstruct only shard I of N (1-based, e.g. `--shard 2/8`) of the sorted input images;
+    /// the files are those of a full run.
     #[arg(long)]
-    pub refiner: Option<PathBuf>,
-    /// With --refiner: Euler–Maruyama steps.
-    #[arg(long, default_value_t = 100)]
-    pub steps: usize,
-    /// With --refiner: seed of the sampler's noise (batch k of 16 images uses seed + 16k).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub shard: Option<String>,
 }
 
 /// `reconstruct`: the VAE's reconstruction of each input (posterior means), refined with
@@ -91,18 +93,20 @@ pub struct ReconstructArgs {
 pub fn reconstruct(args: &ReconstructArgs, rt: &Runtime) -> Result<()> {
     let io = &args.io;
     let model = load_model(&io.model, &rt.device)?;
-    let refiner = args
-        .refiner
-        .as_ref()
-        .map(|r| super::refiner::load_refiner(r, rt))
-        .transpose()?;
-    let images = read_images(&io.images, &model)?;
+    let refining = Refining::from_args(&args.refine, rt)?;
+    let mut images = read_images(&io.images, &model)?;
+    let total = images.len();
+    let batches = shard_batches(total, args.shard.as_deref())?;
+    let first = batches.first().map_or(total, |b| b.start);
+    let last = batches.last().map_or(total, |b| b.end);
+    images.truncate(last);
+    let images = images.split_off(first.min(images.len()));
     prepare_out(&io.out)?;
-    let mut start = 0u64;
+    let mut start = first as u64;
     batched(&images, &model, "reconstruct", |batch, x| {
         let mut out = model.reconstruct(x)?;
-        if let Some(r) = &refiner {
-            out = super::refiner::refine(r, &out, args.steps, args.seed.wrapping_add(start))?;
+        if let Some(r) = &refining {
+            out = r.run_seeded(&out, args.refine.seed.wrapping_add(start))?;
         }
         start += batch.len() as u64;
         for (img, r) in batch.iter().zip(rows(&out)?) {
@@ -111,10 +115,13 @@ pub fn reconstruct(args: &ReconstructArgs, rt: &Runtime) -> Result<()> {
         Ok(())
     })?;
     println!(
-        "wrote {} {}reconstruction(s) to {}",
+        "wrote {} of {total} reconstruction(s) to {}{}",
         images.len(),
-        if refiner.is_some() { "refined " } else { "" },
-        io.out.display()
+        io.out.display(),
+        refining
+            .as_ref()
+            .map(|r| format!(", {}", r.describe()))
+            .unwrap_or_default()
     );
     Ok(())
 }
@@ -132,14 +139,18 @@ pub struct SwapArgs {
     /// Images giving the position θ (the object's place and shape).
     #[arg(long)]
     pub position: PathBuf,
-    /// Output folder: `STYLE__POSITION.png` per pair and `swap.png` (style | position | swap).
+    /// Output folder: `STYLE__POSITION.png` per pair and `swap.png` (style | position | swap,
+    /// then the refined swap with --refiner).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub refine: RefineArgs,
 }
 
 pub fn swap(args: &SwapArgs, rt: &Runtime) -> Result<()> {
     let model = load_model(&args.model, &rt.device)?;
     needs_position(&model, "swap")?;
+    let refining = Refining::from_args(&args.refine, rt)?;
     let styles = read_images(&args.style, &model)?;
     let positions = read_images(&args.position, &model)?;
     let n = match (styles.len(), positions.len()) {
@@ -155,6 +166,7 @@ pub fn swap(args: &SwapArgs, rt: &Runtime) -> Result<()> {
     prepare_out(&args.out)?;
     let pick = |v: &[InputImage], i: usize| if v.len() == 1 { 0 } else { i };
     let (c, s) = (model.config().image_channels, model.config().image_size);
+    let cols = if refining.is_some() { 4 } else { 3 };
     let mut tiles = Vec::new();
     let bar = crate::progress::bar(n as u64, "swap");
     for start in (0..n).step_by(BATCH) {
@@ -170,27 +182,38 @@ pub fn swap(args: &SwapArgs, rt: &Runtime) -> Result<()> {
             .theta
             .context("no position")?
             .0;
-        let out = rows(&model.decode(&z, Some(&theta))?)?;
-        for ((sa, pb), img) in a.iter().zip(&b).zip(&out) {
+        let decoded = model.decode(&z, Some(&theta))?;
+        let vae_rows = rows(&decoded)?;
+        let out = match &refining {
+            Some(r) => rows(&r.run_seeded(&decoded, args.refine.seed.wrapping_add(start as u64))?)?,
+            None => vae_rows.clone(),
+        };
+        for (((sa, pb), img), v) in a.iter().zip(&b).zip(&out).zip(&vae_rows) {
             let name = format!("{}__{}.png", stem(&sa.name), stem(&pb.name));
             save_image(&args.out.join(name), img, &model)?;
-            if tiles.len() < 3 * SHEET_IMAGES {
-                tiles.extend([
-                    tile(&sa.chw01, c, s),
-                    tile(&pb.chw01, c, s),
-                    tile(img, c, s),
-                ]);
+            if tiles.len() < cols * SHEET_IMAGES {
+                tiles.extend([tile(&sa.chw01, c, s), tile(&pb.chw01, c, s), tile(v, c, s)]);
+                if refining.is_some() {
+                    tiles.push(tile(img, c, s));
+                }
             }
         }
         bar.inc(idx.len() as u64);
     }
     bar.finish_and_clear();
     let sheet = args.out.join("swap.png");
-    segdiff_io::picture::save_png(&sheet, &viewable(segdiff_io::picture::grid(&tiles, 3), s))
-        .with_context(|| format!("writing {}", sheet.display()))?;
+    segdiff_io::picture::save_png(
+        &sheet,
+        &viewable(segdiff_io::picture::grid(&tiles, cols), s),
+    )
+    .with_context(|| format!("writing {}", sheet.display()))?;
     println!(
-        "wrote {n} swap(s) to {} (sheet: {})",
+        "wrote {n} swap(s) to {}{} (sheet: {})",
         args.out.display(),
+        refining
+            .as_ref()
+            .map(|r| format!(", {}", r.describe()))
+            .unwrap_or_default(),
         sheet.display()
     );
     Ok(())
@@ -216,6 +239,8 @@ pub struct EditArgs {
     /// Translation `DX,DY` in normalised units (the image spans [−1, 1]; +x right, +y down).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
     pub translate: Vec<f64>,
+    #[command(flatten)]
+    pub refine: RefineArgs,
 }
 
 pub fn edit(args: &EditArgs, rt: &Runtime) -> Result<()> {
@@ -233,6 +258,9 @@ pub fn edit(args: &EditArgs, rt: &Runtime) -> Result<()> {
     let io = &args.io;
     let model = load_model(&io.model, &rt.device)?;
     needs_position(&model, "edit")?;
+    let refining = Refining::from_args(&args.refine, rt)?;
+    let cols = if refining.is_some() { 3 } else { 2 };
+    let mut start = 0u64;
     let images = read_images(&io.images, &model)?;
     prepare_out(&io.out)?;
     let masks_dir = io.out.join("masks");
@@ -243,27 +271,49 @@ pub fn edit(args: &EditArgs, rt: &Runtime) -> Result<()> {
         let post = model.encode(x)?;
         let theta = &post.theta.as_ref().context("no position")?.0;
         let grids = model.edited_grids(theta, &edit)?;
-        let out = rows(&model.decode_with(&post.mu_z, Some(&grids))?)?;
+        let decoded = model.decode_with(&post.mu_z, Some(&grids))?;
+        let vae_rows = rows(&decoded)?;
+        let out = match &refining {
+            Some(r) => rows(&r.run_seeded(&decoded, args.refine.seed.wrapping_add(start))?)?,
+            None => vae_rows.clone(),
+        };
+        start += batch.len() as u64;
         let masks = rows(&model.threshold(&model.warp_reference(&grids.image)?)?)?;
         let before = rows(&model.segment(theta)?)?;
-        for (((img, o), m), b) in batch.iter().zip(&out).zip(&masks).zip(&before) {
+        for ((((img, o), m), b), v) in batch
+            .iter()
+            .zip(&out)
+            .zip(&masks)
+            .zip(&before)
+            .zip(&vae_rows)
+        {
             save_image(&io.out.join(&img.name), o, &model)?;
             save_mask(&masks_dir.join(&img.name), m, s)?;
-            if tiles.len() < 2 * SHEET_IMAGES {
+            if tiles.len() < cols * SHEET_IMAGES {
                 let ids = |v: &[f32]| v.iter().map(|&p| u8::from(p >= 0.5)).collect::<Vec<u8>>();
                 tiles.push(mask_tile(&img.chw01, c, s, &ids(b), [230, 70, 60]));
-                tiles.push(mask_tile(o, c, s, &ids(m), [230, 70, 60]));
+                tiles.push(mask_tile(v, c, s, &ids(m), [230, 70, 60]));
+                if refining.is_some() {
+                    tiles.push(mask_tile(o, c, s, &ids(m), [230, 70, 60]));
+                }
             }
         }
         Ok(())
     })?;
     let sheet = io.out.join("edit.png");
-    segdiff_io::picture::save_png(&sheet, &viewable(segdiff_io::picture::grid(&tiles, 2), s))
-        .with_context(|| format!("writing {}", sheet.display()))?;
+    segdiff_io::picture::save_png(
+        &sheet,
+        &viewable(segdiff_io::picture::grid(&tiles, cols), s),
+    )
+    .with_context(|| format!("writing {}", sheet.display()))?;
     println!(
-        "wrote {} edited image(s) to {} (rotate {}°, scale {}, translate {:?}); their masks in {}; sheet {}",
+        "wrote {} edited image(s) to {}{} (rotate {}°, scale {}, translate {:?}); their masks in {}; sheet {}",
         images.len(),
         io.out.display(),
+        refining
+            .as_ref()
+            .map(|r| format!(", {}", r.describe()))
+            .unwrap_or_default(),
         edit.rotate_degrees,
         edit.scale,
         edit.translate,
@@ -293,6 +343,24 @@ pub struct InterpolateArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
+    /// Refine every image of the grid with this refiner.
+    #[arg(long)]
+    pub refiner: Option<PathBuf>,
+    /// With --refiner: `em` (Euler–Maruyama), `dpm-sde` or `dpm` (DPM-Solver++(2M), stochastic
+    /// or deterministic; see reconstruct --help).
+    #[arg(long, default_value = "em", value_parser = flag::<RefinerSampler>())]
+    pub sampler: RefinerSampler,
+    /// With --refiner: sampler steps (default: 100 for em, 10 for dpm and dpm-sde).
+    #[arg(long)]
+    pub refiner_steps: Option<usize>,
+    /// With --refiner: seed of the sampler's noise (row r uses seed + r, or the one sequence
+    /// of --fixed-noise).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// With --refiner: one noise sequence (drawn from --seed) reused for every image of the
+    /// grid, so that only z and θ change along it (paper App. F).
+    #[arg(long)]
+    pub fixed_noise: bool,
 }
 
 pub fn interpolate(args: &InterpolateArgs, rt: &Runtime) -> Result<()> {
@@ -301,6 +369,15 @@ pub fn interpolate(args: &InterpolateArgs, rt: &Runtime) -> Result<()> {
     }
     let model = load_model(&args.model, &rt.device)?;
     needs_position(&model, "interpolate")?;
+    let refining = Refining::load(
+        args.refiner.as_deref(),
+        args.sampler,
+        args.refiner_steps,
+        rt,
+    )?;
+    if refining.is_none() && (args.fixed_noise || args.refiner_steps.is_some()) {
+        bail!("--fixed-noise and --refiner-steps need --refiner");
+    }
     let one = |p: &PathBuf| -> Result<InputImage> {
         let mut v = read_images(p, &model)?;
         if v.len() != 1 {
@@ -321,6 +398,23 @@ pub fn interpolate(args: &InterpolateArgs, rt: &Runtime) -> Result<()> {
         Ok(((t.narrow(0, 0, 1)? * (1.0 - f))? + (t.narrow(0, 1, 1)? * f)?)?)
     };
     let (c, s) = (model.config().image_channels, model.config().image_size);
+    let fixed: Vec<Tensor> = match (&refining, args.fixed_noise) {
+        (Some(r), true) => {
+            let mut rng = StdRng::seed_from_u64(args.seed);
+            (0..=r.steps)
+                .map(|_| {
+                    segdiff_diffusion::random::randn(
+                        &mut rng,
+                        (1, c, s, s),
+                        DType::F32,
+                        model.device(),
+                    )
+                })
+                .collect::<std::result::Result<_, _>>()?
+        }
+        _ => Vec::new(),
+    };
+    let bar = crate::progress::bar(n as u64, "interpolate");
     let mut tiles = Vec::with_capacity(n * n);
     for row in 0..n {
         let z = lerp(&post.mu_z, row)?;
@@ -331,10 +425,20 @@ pub fn interpolate(args: &InterpolateArgs, rt: &Runtime) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?,
             0,
         )?;
-        for img in rows(&model.decode(&zs, Some(&thetas))?)? {
+        let mut out = model.decode(&zs, Some(&thetas))?;
+        if let Some(r) = &refining {
+            out = if args.fixed_noise {
+                r.run(&out, EmNoise::Fixed(&fixed))?
+            } else {
+                r.run_seeded(&out, args.seed.wrapping_add(row as u64))?
+            };
+        }
+        for img in rows(&out)? {
             tiles.push(tile(&img, c, s));
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         prepare_out(dir)?;
     }
@@ -344,8 +448,12 @@ pub fn interpolate(args: &InterpolateArgs, rt: &Runtime) -> Result<()> {
     )
     .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
-        "wrote {}: {n}×{n} images, rows: style from {} to {}, columns: position from {} to {}",
+        "wrote {}: {n}×{n} {}images, rows: style from {} to {}, columns: position from {} to {}",
         args.out.display(),
+        refining
+            .as_ref()
+            .map(|r| format!("{} ", r.describe()))
+            .unwrap_or_default(),
         a.name,
         b.name,
         a.name,

@@ -32,12 +32,11 @@ pub enum MhvaeCommand {
     /// The VAE's reconstruction of each input image (same file names), refined by the diffusion
     /// refiner with --refiner.
     Reconstruct(apply::ReconstructArgs),
-    /// Train the diffusion refiner for a trained MHVAE (kept frozen), meant to turn the VAE's
-    /// blurry output into a sharp image (paper §4). Images only. Experimental: its quality is not
-    /// validated yet (README).
+    /// Train the diffusion refiner for a trained MHVAE (kept frozen): a conditional diffusion that
+    /// turns the VAE's blurry output into a sharp image (paper §4). Images only (masks are not
+    /// read). `--formulation diffusevae2` trains the paper's App.-G baseline instead.
     TrainRefiner(Box<refiner::TrainRefinerArgs>),
     /// Pure sampling (paper App. G): position and style from the prior, decoded, refined.
-    /// Experimental, as train-refiner.
     Sample(refiner::SampleArgs),
     /// Decode the style of one image with the position of another (paper Fig. 5).
     Swap(apply::SwapArgs),

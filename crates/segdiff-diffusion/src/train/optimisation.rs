@@ -117,11 +117,17 @@ impl Optimisation {
             .collect()
     }
 
-    /// The weights to export: the EMA ones when EMA is on (as diffusers exports them).
+    /// The weights to export: the EMA ones when EMA is on (as diffusers exports them), else
+    /// the live ones detached, so that a model built from them records no gradient graph (a
+    /// sampler's hundred steps through tracked variables would keep every intermediate alive).
     pub fn export_weights(&self) -> HashMap<String, Tensor> {
         match &self.ema {
             Some(ema) => ema.weights(),
-            None => self.live_weights(),
+            None => self
+                .live_weights()
+                .into_iter()
+                .map(|(n, t)| (n, t.detach()))
+                .collect(),
         }
     }
 

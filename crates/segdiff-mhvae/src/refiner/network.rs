@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use segdiff_unet::{UNet2DConfig, UNet2DModel};
 use serde::{Deserialize, Serialize};
 
-use super::sde::{euler_maruyama, EmNoise, VpSde};
+use super::sde::{euler_maruyama, DpmSolver, EmNoise, Formulation, RefinerSampler, VpSde};
 use crate::{MhvaeError, Result};
 
 pub const REFINER_JSON: &str = "refiner.json";
@@ -22,6 +22,9 @@ const FORMAT_VERSION: u32 = 1;
 pub struct RefinerMeta {
     pub format_version: u32,
     pub sde: VpSde,
+    /// The paper's process, or DiffuseVAE's formulation 2 (absent in older files: the paper's).
+    #[serde(default)]
+    pub formulation: Formulation,
     /// Smallest training time (t ~ U(t_eps, 1)).
     pub t_eps: f64,
     pub image_channels: usize,
@@ -33,6 +36,7 @@ impl RefinerMeta {
         Self {
             format_version: FORMAT_VERSION,
             sde: VpSde::default(),
+            formulation: Formulation::default(),
             t_eps: 1e-5,
             image_channels,
             image_size,
@@ -114,16 +118,42 @@ impl Refiner {
         self.unet.forward(&input, &labels).map_err(MhvaeError::from)
     }
 
-    /// Refines VAE outputs `x_hat01` (N, C, S, S) in [0, 1]: Euler–Maruyama on the reverse SDE
-    /// with the network's score, `steps` steps; the result in [0, 1].
-    pub fn refine(&self, x_hat01: &Tensor, steps: usize, noise: EmNoise<'_>) -> Result<Tensor> {
+    /// Refines VAE outputs `x_hat01` (N, C, S, S) in [0, 1] with `sampler` in `steps` network
+    /// calls, down to t = 10⁻³; the result in [0, 1].
+    pub fn refine(
+        &self,
+        x_hat01: &Tensor,
+        sampler: RefinerSampler,
+        steps: usize,
+        noise: EmNoise<'_>,
+    ) -> Result<Tensor> {
         let x_hat = x_hat01.affine(2.0, -1.0)?;
         let n = x_hat.dim(0)?;
         let sde = self.meta.sde;
-        let x = euler_maruyama(&sde, &x_hat, steps, 1e-3, noise, |x, t| {
-            let eps = self.eps(x, &x_hat, &vec![t; n])?;
-            sde.score_from_eps(&eps, t)
-        })?;
+        let f = self.meta.formulation;
+        let eps = |x: &Tensor, t: f64| self.eps(x, &x_hat, &vec![t; n]);
+        let end = match sampler {
+            RefinerSampler::EulerMaruyama => {
+                euler_maruyama(&sde, &x_hat, steps, 1e-3, noise, |x, t| {
+                    // ε̂ made consistent with the clipped data prediction, as DDPM's
+                    // clip_denoised: ε̂′ = (y − α·clip(ŷ₀))/σ.
+                    let (a, sd) = (sde.mean_coeff(t), sde.std(t));
+                    let y = (x - &x_hat)?;
+                    let y0 = ((&y - (eps(x, t)? * sd)?)? * (1.0 / a))?;
+                    let e = ((y - (f.clip_data(&y0, &x_hat)? * a)?)? * (1.0 / sd))?;
+                    sde.score_from_eps(&e, t)
+                })?
+            }
+            RefinerSampler::DpmSolver | RefinerSampler::DpmSolverSde => {
+                let solver = DpmSolver {
+                    steps,
+                    t_end: 1e-3,
+                    stochastic: sampler == RefinerSampler::DpmSolverSde,
+                };
+                solver.run(&sde, &x_hat, noise, eps, |d| f.clip_data(d, &x_hat))?
+            }
+        };
+        let x = self.meta.formulation.finish(&end, &x_hat)?;
         Ok(((x + 1.0)? * 0.5)?.clamp(0.0, 1.0)?)
     }
 

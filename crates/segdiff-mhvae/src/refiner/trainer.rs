@@ -91,6 +91,11 @@ impl RefinerTrainer {
         Ok(t)
     }
 
+    /// The process being learnt (a resumed run keeps its checkpoint's).
+    pub fn formulation(&self) -> super::Formulation {
+        self.refiner.meta.formulation
+    }
+
     pub fn step(&self) -> usize {
         self.core.step
     }
@@ -144,11 +149,9 @@ impl RefinerTrainer {
             .map(|_| t_eps + (1.0 - t_eps) * rng.random::<f64>())
             .collect();
         let eps = segdiff_diffusion::random::randn(rng, x0.dims(), DType::F32, &self.device)?;
-        let x_t = self
-            .refiner
-            .meta
-            .sde
-            .marginal_sample(&x0, &x_hat, &eps, &t)?;
+        let meta = &self.refiner.meta;
+        let start = meta.formulation.start(&x0, &x_hat)?;
+        let x_t = meta.sde.marginal_sample(&start, &x_hat, &eps, &t)?;
         let pred = self.refiner.eps(&x_t, &x_hat, &t)?;
         Ok((pred - eps)?.sqr()?.mean_all()?)
     }
