@@ -118,10 +118,7 @@ pub fn reconstruct(args: &ReconstructArgs, rt: &Runtime) -> Result<()> {
         "wrote {} of {total} reconstruction(s) to {}{}",
         images.len(),
         io.out.display(),
-        refining
-            .as_ref()
-            .map(|r| format!(", {}", r.describe()))
-            .unwrap_or_default()
+        Refining::suffix(refining.as_ref())
     );
     Ok(())
 }
@@ -182,12 +179,11 @@ pub fn swap(args: &SwapArgs, rt: &Runtime) -> Result<()> {
             .theta
             .context("no position")?
             .0;
-        let decoded = model.decode(&z, Some(&theta))?;
-        let vae_rows = rows(&decoded)?;
-        let out = match &refining {
-            Some(r) => rows(&r.run_seeded(&decoded, args.refine.seed.wrapping_add(start as u64))?)?,
-            None => vae_rows.clone(),
-        };
+        let (vae_rows, out) = Refining::rows_refined(
+            refining.as_ref(),
+            &model.decode(&z, Some(&theta))?,
+            args.refine.seed.wrapping_add(start as u64),
+        )?;
         for (((sa, pb), img), v) in a.iter().zip(&b).zip(&out).zip(&vae_rows) {
             let name = format!("{}__{}.png", stem(&sa.name), stem(&pb.name));
             save_image(&args.out.join(name), img, &model)?;
@@ -210,10 +206,7 @@ pub fn swap(args: &SwapArgs, rt: &Runtime) -> Result<()> {
     println!(
         "wrote {n} swap(s) to {}{} (sheet: {})",
         args.out.display(),
-        refining
-            .as_ref()
-            .map(|r| format!(", {}", r.describe()))
-            .unwrap_or_default(),
+        Refining::suffix(refining.as_ref()),
         sheet.display()
     );
     Ok(())
@@ -271,12 +264,11 @@ pub fn edit(args: &EditArgs, rt: &Runtime) -> Result<()> {
         let post = model.encode(x)?;
         let theta = &post.theta.as_ref().context("no position")?.0;
         let grids = model.edited_grids(theta, &edit)?;
-        let decoded = model.decode_with(&post.mu_z, Some(&grids))?;
-        let vae_rows = rows(&decoded)?;
-        let out = match &refining {
-            Some(r) => rows(&r.run_seeded(&decoded, args.refine.seed.wrapping_add(start))?)?,
-            None => vae_rows.clone(),
-        };
+        let (vae_rows, out) = Refining::rows_refined(
+            refining.as_ref(),
+            &model.decode_with(&post.mu_z, Some(&grids))?,
+            args.refine.seed.wrapping_add(start),
+        )?;
         start += batch.len() as u64;
         let masks = rows(&model.threshold(&model.warp_reference(&grids.image)?)?)?;
         let before = rows(&model.segment(theta)?)?;
@@ -310,10 +302,7 @@ pub fn edit(args: &EditArgs, rt: &Runtime) -> Result<()> {
         "wrote {} edited image(s) to {}{} (rotate {}°, scale {}, translate {:?}); their masks in {}; sheet {}",
         images.len(),
         io.out.display(),
-        refining
-            .as_ref()
-            .map(|r| format!(", {}", r.describe()))
-            .unwrap_or_default(),
+        Refining::suffix(refining.as_ref()),
         edit.rotate_degrees,
         edit.scale,
         edit.translate,

@@ -142,6 +142,9 @@ pub struct RefineArgs {
     pub seed: u64,
 }
 
+/// One image as a flat C×S×S row.
+pub type ImageRow = Vec<f32>;
+
 /// A loaded refiner with its sampler settings.
 pub struct Refining {
     pub refiner: Refiner,
@@ -192,6 +195,28 @@ impl Refining {
     /// "refined (DPM-Solver++(2M), 10 network calls)".
     pub fn describe(&self) -> String {
         format!("refined ({}, {} network calls)", self.sampler, self.steps)
+    }
+
+    /// ", refined (…)" for a command's summary line, empty without a refiner.
+    pub fn suffix(refining: Option<&Self>) -> String {
+        refining
+            .map(|r| format!(", {}", r.describe()))
+            .unwrap_or_default()
+    }
+
+    /// The rows of decoded VAE images, and of their refinements (noise from `seed`) when a
+    /// refiner is given, else the same rows.
+    pub fn rows_refined(
+        refining: Option<&Self>,
+        decoded: &Tensor,
+        seed: u64,
+    ) -> Result<(Vec<ImageRow>, Vec<ImageRow>)> {
+        let vae = rows(decoded)?;
+        let out = match refining {
+            Some(r) => rows(&r.run_seeded(decoded, seed)?)?,
+            None => vae.clone(),
+        };
+        Ok((vae, out))
     }
 }
 
