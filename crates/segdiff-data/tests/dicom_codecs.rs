@@ -378,3 +378,17 @@ fn fuzz_regressions_are_errors() {
     }
     assert!(n >= 3, "only {n} regression inputs in {}", dir.display());
 }
+
+/// A JPEG stream whose own frame header declares a far larger image than the DICOM header
+/// (63511×34836×3 in a 1.6 kB file, found by fuzzing) is refused before the decoder allocates it.
+#[test]
+fn jpeg_stream_larger_than_the_header_is_refused_before_decoding() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/dicom_file/oom-jpeg-frame-header-size.dcm");
+    let err = read_dicom_pixels_with(&path, &DicomReadOptions { to_grey: true }).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("declares 63511x34836 with 3 component(s)") && msg.contains("24x20"),
+        "{msg}"
+    );
+}

@@ -177,6 +177,14 @@ fn sampling_fid(
         Some(dir) => {
             let (m, spec) = segdiff_eval::load_segmenter(dir, &rt.device)
                 .with_context(|| format!("loading the segmenter {}", dir.display()))?;
+            if spec.image_size != [s, s] {
+                bail!(
+                    "{}: the segmenter was trained on {}×{} images, the MHVAE's are {s}×{s}",
+                    dir.display(),
+                    spec.image_size[0],
+                    spec.image_size[1]
+                );
+            }
             if spec.network.in_channels != c {
                 bail!(
                     "{}: the segmenter takes {} channel(s), the MHVAE's images have {c}",
