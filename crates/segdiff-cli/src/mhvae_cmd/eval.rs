@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use segdiff_data::{Dataset, Split};
 use segdiff_diffusion::train::{DatasetBatches, TrainData};
 use segdiff_eval::{frechet_distance, FeatureStats};
-use segdiff_mhvae::refiner::RefinerSampler;
+use segdiff_mhvae::refiner::{EmNoise, RefinerSampler};
 
 use super::images::load_model;
 use super::refiner::Refining;
@@ -257,8 +257,10 @@ fn sampling_fid(
         let mut rng = StdRng::seed_from_u64(batch_seed);
         let x_hat = super::refiner::prior_decode(&vae, b.len(), &mut rng, rt)?;
         bar.inc(b.len() as u64);
+        // Each refiner continues the prior draws' stream from the same state (so its noise is
+        // `mhvae sample`'s for this seed, and the same for every refiner).
         for (k, (r, _, _)) in refiners.iter().enumerate() {
-            refined[k].push(r.run_seeded(&x_hat, batch_seed)?);
+            refined[k].push(r.run(&x_hat, EmNoise::Rng(&mut rng.clone()))?);
             bar.inc(b.len() as u64);
         }
         vae_out.push(x_hat);
