@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use common::*;
-use segdiff_data::{read_dicom_pixels, read_dicom_pixels_with, DataError, DicomReadOptions};
+use segdiff_data::{
+    read_dicom, read_dicom_pixels, read_dicom_pixels_with, scan_dicom, DataError, DicomReadOptions,
+};
 use serde_json::Value;
 
 fn codec_dir() -> PathBuf {
@@ -342,6 +344,106 @@ fn a_length_beyond_the_end_is_refused_before_parsing() {
     );
 }
 
+/// Where dicom-rs expects an item (after an item ends), a sequence delimiter ends the sequence
+/// whatever length it declares, and the next header follows at once; elsewhere a defined length
+/// is a value it reserves. The walk reads the headers in the same state, so the lengths dicom-rs
+/// would reserve after such a delimiter are refused before parsing. Two fuzzer-found files
+/// (dicom-rs reserved 2.4 GB on each) and a hand-made one.
+#[test]
+fn lengths_after_a_sequence_delimiter_are_checked_where_dicom_rs_reads_them() {
+    let regressions =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/dicom_file");
+    for (file, declared) in [
+        (
+            "oom-sequence-delimiter-in-item-position.dcm",
+            "declares 2450849800 bytes",
+        ),
+        (
+            "oom-sequence-delimiter-length.dcm",
+            "declares 2365886210 bytes",
+        ),
+    ] {
+        let err = read_dicom_pixels(&regressions.join(file)).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::DicomParse { .. }), "{msg}");
+        assert!(msg.contains(file) && msg.contains(declared), "{msg}");
+    }
+    // meta group (explicit VR little endian), then: an undefined-length sequence (0008,1115)
+    // with one empty item, its delimiter declaring 12 bytes (ignored by dicom-rs), then an OB
+    // element (0009,1010) declaring 0xF0000000 bytes
+    let mut bytes = vec![0u8; 128];
+    bytes.extend_from_slice(b"DICM");
+    let ts = b"1.2.840.10008.1.2.1\0";
+    let mut meta = Vec::new();
+    meta.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+    meta.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+    meta.extend_from_slice(ts);
+    bytes.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&meta);
+    bytes.extend_from_slice(&[
+        0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ]);
+    bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    bytes.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 12, 0, 0, 0]);
+    bytes.extend_from_slice(&[0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0, 0, 0, 0, 0xF0]);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("delimiter.dcm");
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = read_dicom_pixels(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("delimiter.dcm") && msg.contains("declares 4026531840 bytes"),
+        "{msg}"
+    );
+    // without the preamble (`DICM` at byte 0), which dicom-rs reads too
+    std::fs::write(&path, &bytes[128..]).unwrap();
+    let msg = read_dicom_pixels(&path).unwrap_err().to_string();
+    assert!(msg.contains("declares 4026531840 bytes"), "{msg}");
+}
+
+/// A JPEG 2000 codestream whose SIZ marker declares a far larger image than the DICOM header
+/// (24×100663316 in a 1.2 kB file, found by fuzzing: openjp2 took 1.9 GB and 6 s) is refused
+/// before decoding; valid JPEG 2000 files still decode (`every_syntax_decodes_like_pydicom`).
+#[test]
+fn jpeg2000_codestream_larger_than_the_header_is_refused_before_decoding() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/dicom_file/oom-jpeg2000-siz-size.dcm");
+    let err = read_dicom_pixels_with(&path, &DicomReadOptions { to_grey: true }).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::PixelData { .. }), "{msg}");
+    assert!(
+        msg.contains("declares 24x100663316 with 1 component(s)") && msg.contains("oom-jpeg2000"),
+        "{msg}"
+    );
+}
+
+/// Two more fuzzer finds, refused before the costly step: dicom-rs reads a binary-number value
+/// as whole numbers and leaves a remainder unread (a UL of length 2 here), so the next header
+/// starts 2 bytes early and declared 3.75 GB (2.3 GB reserved); and jpeg-decoder skips bytes
+/// before a marker, finding a frame header the earlier size check did not (9 s of decoding).
+#[test]
+fn headers_are_read_where_the_decoders_read_them() {
+    let regressions =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/dicom_file");
+    for (file, what) in [
+        (
+            "oom-numeric-value-remainder.dcm",
+            "element (0001,0028) at byte",
+        ),
+        (
+            "timeout-jpeg-bytes-before-marker.dcm",
+            "JPEG frame 0 declares",
+        ),
+    ] {
+        let msg = read_dicom_pixels(&regressions.join(file))
+            .unwrap_err()
+            .to_string();
+        println!("{msg}");
+        assert!(msg.contains(file) && msg.contains(what), "{msg}");
+    }
+}
+
 /// dicom-rs 0.10.1's RLE decoder panics (a slice range out of bounds in rle_lossless.rs) when a
 /// segment offset in the RLE header points past the fragment: the panic guard turns it into a
 /// pixel-data error naming the file. Byte 774 of `mono8_rle.dcm` is in that header.
@@ -377,6 +479,38 @@ fn fuzz_regressions_are_errors() {
         n += 1;
     }
     assert!(n >= 3, "only {n} regression inputs in {}", dir.display());
+}
+
+/// Every input that ever failed the `dicom_series` fuzz target (`fuzz/regressions/dicom_series/`:
+/// up to four files split at `@@@@`, as the target writes them into one folder) scans and reads
+/// to an error naming a file of the folder, without a panic.
+#[test]
+fn fuzz_series_regressions_are_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/dicom_series");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rest = bytes.as_slice();
+        for i in 0..4 {
+            let at = rest.windows(4).position(|w| w == b"@@@@").filter(|_| i < 3);
+            let (part, next) = match at {
+                Some(k) => (&rest[..k], &rest[k + 4..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            std::fs::write(tmp.path().join(format!("{i}.dcm")), part).unwrap();
+            rest = next;
+            if at.is_none() {
+                break;
+            }
+        }
+        let _ = scan_dicom(tmp.path());
+        let err = read_dicom(tmp.path()).unwrap_err().to_string();
+        println!("{err}");
+        assert!(err.contains(".dcm"), "{err}");
+        n += 1;
+    }
+    assert!(n >= 2, "only {n} regression inputs in {}", dir.display());
 }
 
 /// A JPEG stream whose own frame header declares a far larger image than the DICOM header

@@ -3,10 +3,13 @@
 //!
 //! dicom-rs reserves and zero-fills a value's declared length before reading it, so one flipped
 //! bit in a length field (up to 4 GiB) costs gigabytes of memory and seconds before the read
-//! fails. This walk reads only headers and seeks over values, descending into sequences and items
-//! (explicit VR by their VR, implicit VR by the standard dictionary), skipping the fragments of
-//! encapsulated pixel data by their lengths. A deflated data set is inflated in memory first (at
-//! most [`MAX_INFLATED`] bytes) and walked the same way.
+//! fails. This walk reads only headers and seeks over values, in the state dicom-rs's data-set
+//! reader keeps: the open sequences and items (ended by delimiters or by their defined lengths),
+//! and whether an item header is expected next (where a sequence delimiter's declared length is
+//! ignored) or an element header (where any defined length is a value, read as UN when the VR is
+//! unknown); SQ is told by the explicit VR, or by the standard dictionary in implicit VR, and
+//! the fragments of encapsulated pixel data are skipped by their lengths. A deflated data set is
+//! inflated in memory first (at most [`MAX_INFLATED`] bytes) and walked the same way.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -43,24 +46,30 @@ fn walk_deflated(r: &mut impl Read) -> Result<(), String> {
         explicit: true,
         elements: 0,
         last_header: 0,
+        lag: 0,
     };
     walk.data_set()
         .unwrap_or_else(|e| Err(format!("reading the inflated data set: {e}")))
 }
 
 /// `Err(why)` when an element of the file at `path` declares more bytes than the file holds
-/// after it; `Ok` otherwise, also for files this walk does not follow (no `DICM` preamble or no
+/// after it; `Ok` otherwise, also for files this walk does not follow (no `DICM` magic or no
 /// transfer syntax in the meta group: dicom-rs then reports them).
 pub(super) fn check_lengths(path: &Path) -> std::io::Result<Result<(), String>> {
     let file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
     let mut r = BufReader::new(file);
-    let mut head = [0u8; 132];
-    if size < 132 || r.read_exact(&mut head).is_err() || &head[128..] != b"DICM" {
-        // No preamble and meta group: the encoding is a guess for dicom-rs too; leave it be.
+    // Where the meta group starts, found as dicom-rs finds it: after `DICM` at byte 128 (a
+    // preamble), else after `DICM` at byte 0 (none). Without either dicom-rs reports the file.
+    let mut head = vec![0u8; size.min(132) as usize];
+    r.read_exact(&mut head)?;
+    let start = if head.get(128..132) == Some(b"DICM".as_slice()) {
+        132
+    } else if head.get(0..4) == Some(b"DICM".as_slice()) {
+        4
+    } else {
         return Ok(Ok(()));
-    }
-    let start = 132;
+    };
     let mut walk = Walk {
         r,
         size,
@@ -69,6 +78,7 @@ pub(super) fn check_lengths(path: &Path) -> std::io::Result<Result<(), String>> 
         explicit: true,
         elements: 0,
         last_header: 0,
+        lag: 0,
     };
     walk.r.seek(SeekFrom::Start(start))?;
     // File meta group: explicit VR little endian, as long as (0002,0000) says when present
@@ -131,6 +141,33 @@ struct Walk<R> {
     elements: usize,
     /// Bytes of the last header read.
     last_header: u64,
+    /// Value bytes dicom-rs counted in its position but left unread (see [`value_bytes_read`]):
+    /// its position, against which defined-length sequences and items end, is `pos + lag`.
+    lag: u64,
+}
+
+/// The bytes of a defined-length value of `len` bytes that dicom-rs 0.10.1 reads from the
+/// stream: binary numbers (US, SS, UL, SL, FL, FD, SV, UV, AT and the O*-words) are read as
+/// `len / size` whole numbers, and a remainder is left unread, so the next header starts there
+/// (it still counts the whole length in its position).
+fn value_bytes_read(vr: VR, len: u32) -> u32 {
+    let size = match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::FL | VR::OL | VR::OF | VR::AT => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    };
+    len - len % size
+}
+
+/// A sequence or item that dicom-rs has open (its `SeqToken`).
+#[derive(Clone, Copy)]
+struct Open {
+    /// Where its defined length ends it.
+    end: Option<u64>,
+    item: bool,
+    /// Encapsulated Pixel Data, whose items are fragments.
+    pixels: bool,
 }
 
 impl<R: Read + Seek> Walk<R> {
@@ -245,15 +282,34 @@ impl<R: Read + Seek> Walk<R> {
         Ok(())
     }
 
-    /// Walks the data set to the end of the file.
+    /// Walks the data set to the end of the file, reading every header as dicom-rs's
+    /// `DataSetReader::next` (dicom-parser 0.10.1, `src/dataset/read.rs`) reads it.
     fn data_set(&mut self) -> std::io::Result<Result<(), String>> {
-        // Inside encapsulated pixel data: items are fragments, skipped by their length.
-        let mut fragments = false;
-        // The VR encoding of each open undefined-length sequence's parent: the contents of an
-        // undefined-length UN element are implicit VR little endian (PS3.5 6.2.2), as dicom-rs
-        // reads them.
-        let mut outer: Vec<bool> = Vec::new();
+        // The sequences and items dicom-rs has open (its `seq_delimiters`), innermost last.
+        let mut open: Vec<Open> = Vec::new();
+        // Whether dicom-rs expects an item next (its `in_sequence`): after a sequence starts or
+        // an item ends it reads an item header (`decode_item_header`: tag and length only), where
+        // a sequence delimiter ends the sequence whatever length it declares; anywhere else it
+        // reads an element header, and a defined length is a value it reads, whatever the tag.
+        let mut in_sequence = false;
         loop {
+            // A sequence or item of defined length ends where its length says
+            // (`update_seq_delimiters`); one that ends before here is an error to dicom-rs.
+            while let Some(&Open {
+                end: Some(end),
+                item,
+                ..
+            }) = open.last()
+            {
+                if end > self.pos + self.lag {
+                    break;
+                }
+                if end < self.pos + self.lag {
+                    return Ok(Ok(()));
+                }
+                open.pop();
+                in_sequence = item;
+            }
             self.elements += 1;
             if self.elements > MAX_ELEMENTS {
                 return Ok(Ok(()));
@@ -262,53 +318,89 @@ impl<R: Read + Seek> Walk<R> {
                 return Ok(Ok(()));
             };
             self.pos = self.after_header();
+            let defined = len != u32::MAX;
+            if in_sequence {
+                match tag {
+                    Tag(0xFFFE, 0xE000) => {
+                        // An item; dicom-rs refuses one outside any sequence.
+                        let Some(&parent) = open.last() else {
+                            return Ok(Ok(()));
+                        };
+                        if let Err(e) = self.fits(tag, len) {
+                            return Ok(Err(e));
+                        }
+                        if parent.pixels {
+                            // A fragment: its bytes are read, then an item is expected again
+                            // (an undefined length is an error to dicom-rs).
+                            if !defined {
+                                return Ok(Ok(()));
+                            }
+                            self.skip(len)?;
+                        } else {
+                            open.push(Open {
+                                end: defined.then(|| self.pos + self.lag + u64::from(len)),
+                                item: true,
+                                pixels: false,
+                            });
+                            in_sequence = false;
+                        }
+                    }
+                    // An item delimiter with a length is an error to dicom-rs.
+                    Tag(0xFFFE, 0xE00D) if len == 0 => {
+                        open.pop();
+                    }
+                    Tag(0xFFFE, 0xE0DD) => {
+                        // Its length is ignored: the next header follows at once.
+                        open.pop();
+                        in_sequence = false;
+                    }
+                    // Any other tag where an item is expected is an error to dicom-rs.
+                    _ => return Ok(Ok(())),
+                }
+                continue;
+            }
+            if tag == Tag(0xFFFE, 0xE00D) {
+                // An item delimiter read as an element header ends whatever is open (outside
+                // anything it is skipped); dicom-rs never reads a value after it.
+                if open.pop().is_some() {
+                    in_sequence = true;
+                }
+                continue;
+            }
             if let Err(e) = self.fits(tag, len) {
                 return Ok(Err(e));
             }
-            if tag == Tag(0xFFFE, 0xE0DD) {
-                if fragments {
-                    fragments = false;
-                } else if let Some(explicit) = outer.pop() {
-                    self.explicit = explicit;
-                }
-                // A delimiter's length should be 0; dicom-rs steps over what it declares.
-                if len != u32::MAX {
-                    self.skip(len)?;
-                }
-                continue;
-            }
-            if tag == Tag(0xFFFE, 0xE000) {
-                // An item: a fragment's bytes are skipped, a sequence item's elements walked.
-                if fragments && len != u32::MAX {
-                    self.skip(len)?;
-                }
-                continue;
-            }
-            if tag.group() == 0xFFFE && tag.element() == 0xE00D {
-                if len != u32::MAX {
-                    self.skip(len)?;
-                }
-                continue;
-            }
-            // Any other (FFFE,xxxx) is an element with a value to dicom-rs (read as UN).
-            let vr = vr.or_else(|| StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()));
-            if len == u32::MAX {
+            // Explicit VR: an unknown VR (and any (FFFE,xxxx)) is UN to dicom-rs; implicit VR:
+            // the dictionary's.
+            let vr = if self.explicit {
+                vr.unwrap_or(VR::UN)
+            } else {
+                StandardDataDictionary
+                    .by_tag(tag)
+                    .map(|e| e.vr().relaxed())
+                    .unwrap_or(VR::UN)
+            };
+            if vr == VR::SQ {
+                open.push(Open {
+                    end: defined.then(|| self.pos + self.lag + u64::from(len)),
+                    item: false,
+                    pixels: false,
+                });
+                in_sequence = true;
+            } else if !defined {
                 // Undefined length: encapsulated Pixel Data (fragments follow), or anything
-                // else read as a sequence (walk on into its items).
-                if tag == Tag(0x7FE0, 0x0010) {
-                    fragments = true;
-                } else {
-                    outer.push(self.explicit);
-                    if vr == Some(VR::UN) {
-                        self.explicit = false;
-                    }
-                }
-                continue;
+                // else (any VR, any tag, a delimiter or item tag included) read as a sequence.
+                open.push(Open {
+                    end: None,
+                    item: false,
+                    pixels: tag == Tag(0x7FE0, 0x0010),
+                });
+                in_sequence = true;
+            } else {
+                let read = value_bytes_read(vr, len);
+                self.lag += u64::from(len - read);
+                self.skip(read)?;
             }
-            if vr == Some(VR::SQ) {
-                continue;
-            }
-            self.skip(len)?;
         }
     }
 }

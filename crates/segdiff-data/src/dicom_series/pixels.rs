@@ -302,6 +302,9 @@ fn decoded_samples(obj: &DicomFile, path: &Path) -> Result<Samples> {
     ) {
         return encapsulated_samples(obj, path, "JPEG", jpeg_frame);
     }
+    if ts == TS_J2K || ts == TS_J2K_LOSSLESS {
+        check_j2k_sizes(obj, path)?;
+    }
     let decoded = obj.decode_pixel_data().map_err(|e| DataError::PixelData {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -511,25 +514,32 @@ fn jpeg_frame_header(stream: &[u8]) -> Option<(usize, usize, usize)> {
 }
 
 /// The marker and body of the first SOFn segment (SOF0–SOF15 but DHT, JPG, DAC; JPEG-LS's
-/// SOF55), walking the segments after SOI.
+/// SOF55), reading the markers after SOI as jpeg-decoder does: bytes before a 0xFF are skipped
+/// (libjpeg tolerates them, and so does the decoder), as are fill bytes and stuffed zeros.
 fn jpeg_sof_segment(stream: &[u8]) -> Option<(u8, &[u8])> {
     if stream.get(..2)? != [0xFF, 0xD8] {
         return None;
     }
     let mut pos = 2;
     loop {
-        while *stream.get(pos)? == 0xFF && *stream.get(pos + 1)? == 0xFF {
+        pos += stream.get(pos..)?.iter().position(|&b| b == 0xFF)? + 1;
+        while *stream.get(pos)? == 0xFF {
             pos += 1;
         }
-        if *stream.get(pos)? != 0xFF {
-            return None;
+        let marker = stream[pos];
+        pos += 1;
+        match marker {
+            0x00 => continue,
+            // markers without a length: TEM, RST0–7, SOI; EOI ends the stream
+            0x01 | 0xD0..=0xD8 => continue,
+            0xD9 => return None,
+            _ => {}
         }
-        let marker = *stream.get(pos + 1)?;
         let len = usize::from(u16::from_be_bytes([
-            *stream.get(pos + 2)?,
-            *stream.get(pos + 3)?,
+            *stream.get(pos)?,
+            *stream.get(pos + 1)?,
         ]));
-        let body = stream.get(pos + 4..(pos + 2).checked_add(len)?)?;
+        let body = stream.get(pos + 2..pos.checked_add(len)?)?;
         let sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
         if sof || marker == 0xF7 {
             return Some((marker, body));
@@ -537,8 +547,67 @@ fn jpeg_sof_segment(stream: &[u8]) -> Option<(u8, &[u8])> {
         if marker == 0xDA || len < 2 {
             return None;
         }
-        pos += 2 + len;
+        pos += len;
     }
+}
+
+/// JPEG 2000: the image size each codestream declares (its SIZ marker) must be the header's Rows,
+/// Columns and SamplesPerPixel before openjp2 decodes it, since it allocates what the codestream
+/// declares (a damaged 1.2 kB file declaring 24×100663316 took 1.9 GB and 6 s).
+fn check_j2k_sizes(obj: &DicomFile, path: &Path) -> Result<()> {
+    let rows = uint_attr(obj, path, tags::ROWS, "Rows")? as usize;
+    let cols = uint_attr(obj, path, tags::COLUMNS, "Columns")? as usize;
+    let samples = attr_int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let Ok(element) = obj.element(tags::PIXEL_DATA) else {
+        return Ok(());
+    };
+    let dicom_core::DicomValue::PixelSequence(seq) = element.value() else {
+        return Ok(());
+    };
+    for (i, fragment) in seq.fragments().iter().enumerate() {
+        let Some((w, h, c)) = j2k_image_size(fragment) else {
+            continue;
+        };
+        if (w, h, c) != (cols as u64, rows as u64, samples as u64) {
+            return Err(DataError::PixelData {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the JPEG 2000 codestream in fragment {i} declares {w}x{h} with {c} \
+                     component(s); the header says {cols}x{rows} with {samples}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Width, height and component count from the SIZ marker of a JPEG 2000 codestream starting
+/// `fragment` (raw, or inside a JP2 file's `jp2c` box); `None` when it starts none.
+fn j2k_image_size(fragment: &[u8]) -> Option<(u64, u64, u64)> {
+    const SOC_SIZ: [u8; 4] = [0xFF, 0x4F, 0xFF, 0x51];
+    const JP2: [u8; 8] = [0, 0, 0, 0x0C, b'j', b'P', b' ', b' '];
+    let start = if fragment.get(..4)? == SOC_SIZ {
+        0
+    } else if fragment.get(..8)? == JP2 {
+        let head = &fragment[..fragment.len().min(1 << 16)];
+        head.windows(4).position(|w| w == SOC_SIZ)?
+    } else {
+        return None;
+    };
+    let siz = fragment.get(start + 4..start + 4 + 38)?;
+    let u32_at = |k: usize| {
+        u64::from(u32::from_be_bytes([
+            siz[k],
+            siz[k + 1],
+            siz[k + 2],
+            siz[k + 3],
+        ]))
+    };
+    // Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz (the image area is [XOsiz, Xsiz) × [YOsiz, Ysiz)),
+    // the tile grid, and Csiz
+    let (x, y, x0, y0) = (u32_at(4), u32_at(8), u32_at(12), u32_at(16));
+    let components = u64::from(u16::from_be_bytes([siz[36], siz[37]]));
+    Some((x.saturating_sub(x0), y.saturating_sub(y0), components))
 }
 
 /// The compressed stream of each of `frames` frames of encapsulated Pixel Data: all fragments
