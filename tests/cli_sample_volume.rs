@@ -167,6 +167,47 @@ fn sample_volume_writes_on_the_label_grid() {
     assert!(e.contains('9') && e.contains("odd.nii.gz"), "{e}");
     assert!(!tmp.path().join("s.nii").exists());
 
+    // The neighbour window and gate are checked flags (exit 2, naming the accepted values);
+    // a valid pair runs.
+    for (flag, value, says) in [
+        ("--neighbour-window", "0.5,0.5", "FROM < UNTIL"),
+        ("--neighbour-window", "1,2", "FROM < UNTIL"),
+        ("--neighbour-gate", "sometimes", "agreeing"),
+    ] {
+        let out = tmp.path().join("flag.nii");
+        let bad = segdiff(&[
+            "sample-volume",
+            "--model",
+            m,
+            "--labels",
+            l,
+            "--out",
+            out.to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        assert_eq!(bad.status.code(), Some(2), "{flag} {value}");
+        assert!(stderr(&bad).contains(says), "{}", stderr(&bad));
+        assert!(!out.exists());
+    }
+    let windowed = tmp.path().join("windowed.nii.gz");
+    ok(&segdiff(&[
+        "sample-volume",
+        "--model",
+        m,
+        "--labels",
+        l,
+        "--out",
+        windowed.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--neighbour-window",
+        "0.5,1",
+        "--neighbour-gate",
+        "everywhere",
+    ]));
+    assert!(windowed.is_file());
+
     // Shards split the list of volumes; each volume is named after its labels.
     let many = tmp.path().join("many");
     ok(&segdiff(&[

@@ -189,6 +189,7 @@ fn train_neighbours_resume_and_sample_a_volume() {
         },
         independent: false,
         anchors: 2,
+        ..VolumeSampleOptions::default()
     };
     let mut done = 0;
     let volume = sample_volume_slices(

@@ -488,8 +488,8 @@ struct VolumeSection {
 impl VolumeSection {
     fn anchors_text(&self) -> String {
         match self.anchors {
-            1 => "neighbour-conditioned from 1 anchor slice".into(),
-            a => format!("neighbour-conditioned from {a} anchor slices"),
+            1 => "neighbour-conditioned from 1 anchor slice, where the masks agree".into(),
+            a => format!("neighbour-conditioned from {a} anchor slices, where the masks agree"),
         }
     }
 }
@@ -533,6 +533,7 @@ fn whole_volumes(args: &DemoArgs, rt: &Runtime, out: &Path) -> Result<VolumeSect
         },
         independent: false,
         anchors: args.volume_anchors,
+        ..VolumeSampleOptions::default()
     };
     let independent = VolumeSampleOptions {
         independent: true,
@@ -765,7 +766,7 @@ fn report_html(
 
 /// Section 4 of the report: the whole volumes.
 fn volume_html(h: &mut String, v: &VolumeSection, args: &DemoArgs) -> Result<()> {
-    writeln!(h, "<h2>4. Whole volumes</h2><p>A whole brain volume generated from the MNI tissue label volume <code>{}</code> ({}×{}×{} voxels of {:.0}×{:.0}×{:.0} mm) by the neighbour-conditioned model <code>{}</code>, axial slice by axial slice as <code>segdiff sample-volume</code> does: the {} axial slices holding labels are generated ({} {} steps, seed {}), the {} others stay blank; the slices are put back on the label grid. <b>Conditioned</b>: {}, each further slice conditioned on its generated neighbour toward the anchor ({:.0} s). <b>Independent</b>: every slice alone, same seed ({:.0} s). Columns: real T1 | conditioned | independent | labels; rows: the axial, coronal and sagittal planes through the centre (radiological display). Slice-to-slice flicker shows in the coronal and sagittal planes.</p><img src=\"volume.png\">",
+    writeln!(h, "<h2>4. Whole volumes</h2><p>A whole brain volume generated from the MNI tissue label volume <code>{}</code> ({}×{}×{} voxels of {:.0}×{:.0}×{:.0} mm) by the neighbour-conditioned model <code>{}</code>, axial slice by axial slice as <code>segdiff sample-volume</code> does: the {} axial slices holding labels are generated ({} {} steps, seed {}), the {} others stay blank; the slices are put back on the label grid. <b>Conditioned</b>: {}, each further slice conditioned on its generated neighbour toward the anchor at the pixels where the two slices' masks agree, its own mask alone drawing the rest (the default <code>--neighbour-gate agreeing</code>; {:.0} s). <b>Independent</b>: every slice alone, same seed ({:.0} s). Columns: real T1 | conditioned | independent | labels; rows: the axial, coronal and sagittal planes through the centre (radiological display). Slice-to-slice flicker shows in the coronal and sagittal planes.</p><img src=\"volume.png\">",
         v.labels.display(), v.shape[0], v.shape[1], v.shape[2], v.spacing[0], v.spacing[1], v.spacing[2],
         v.model_dir.display(), v.generated, crate::flag_values::flag_name(&args.scheduler), args.volume_steps, args.seed,
         v.slices - v.generated, v.anchors_text(), v.seconds_conditioned, v.seconds_independent)?;

@@ -9,7 +9,7 @@ use image::{imageops, Rgb, RgbImage};
 use indicatif::ProgressBar;
 use segdiff_data::SliceAxis;
 use segdiff_diffusion::load_model_dir;
-use segdiff_diffusion::SamplerKind;
+use segdiff_diffusion::{NeighbourGate, SamplerKind};
 use segdiff_eval::paper_eval::REAL_SEGMENTER_DIR;
 use segdiff_eval::paper_eval::{
     generate_shard, run_paper_eval, EvalProgress, PaperEvalConfig, PaperEvalReport, SheetData,
@@ -165,6 +165,14 @@ pub struct EvalArgs {
     /// Anchor slices of neighbour-conditioned volume generation.
     #[arg(long, default_value_t = 1)]
     pub anchors: usize,
+    /// With --volumes: the part of the denoising steps in which a conditioned slice sees its
+    /// neighbour (see `sample-volume --neighbour-window`).
+    #[arg(long, value_name = "FROM,UNTIL", default_value = "0,1", value_parser = crate::sample_volume_cmd::parse_neighbour_window)]
+    pub neighbour_window: (f64, f64),
+    /// With --volumes: where a conditioned slice uses its neighbour (see `sample-volume
+    /// --neighbour-gate`).
+    #[arg(long, default_value = "agreeing", value_parser = crate::flag_values::flag::<NeighbourGate>())]
+    pub neighbour_gate: NeighbourGate,
     /// With --volumes: every slice draws the same noise, in both the conditioned and the
     /// independent stack (see `sample-volume --shared-noise`).
     #[arg(long)]
@@ -348,6 +356,8 @@ fn volume_section(args: &EvalArgs, cfg: &PaperEvalConfig, rt: &Runtime) -> Resul
             steps: cfg.sampling.resolved_steps(),
             seed: cfg.seed,
             anchors: args.anchors,
+            neighbour_window: args.neighbour_window,
+            neighbour_gate: args.neighbour_gate,
             batch_size: cfg.sampling.batch_size,
             shared_noise: args.shared_noise,
             dtype: rt.sampling_dtype(),

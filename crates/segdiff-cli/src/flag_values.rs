@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use segdiff_data::{Fit, SliceAxis};
-use segdiff_diffusion::{MaskEncoding, PredictionType, SamplerKind};
+use segdiff_diffusion::{MaskEncoding, NeighbourGate, PredictionType, SamplerKind};
 use segdiff_mhvae::refiner::{Formulation, RefinerSampler};
 use segdiff_mhvae::synth::ShapeKind;
 use segdiff_mhvae::{Backbone, ThetaParam, WarpKind};
@@ -111,6 +111,13 @@ impl FlagValue for PredictionType {
 
 impl FlagValue for Fit {
     const NAMES: &'static [&'static [&'static str]] = &[&["pad"], &["crop"], &["stretch"]];
+    fn from_flag(name: &str) -> Option<Self> {
+        Self::parse(name)
+    }
+}
+
+impl FlagValue for NeighbourGate {
+    const NAMES: &'static [&'static [&'static str]] = &[&["agreeing"], &["everywhere"]];
     fn from_flag(name: &str) -> Option<Self> {
         Self::parse(name)
     }
@@ -265,6 +272,7 @@ mod tests {
         every_name_parses::<PredictionType>();
         every_name_parses::<Fit>();
         every_name_parses::<SliceAxis>();
+        every_name_parses::<NeighbourGate>();
         every_name_parses::<DtypeFlag>();
         every_name_parses::<RefinerSampler>();
         every_name_parses::<Formulation>();

@@ -13,7 +13,8 @@ use segdiff_data::{
 };
 use segdiff_diffusion::sampler::Shard;
 use segdiff_diffusion::{
-    load_model_dir, sample_volume_slices, SegdiffModel, UnetDenoiser, VolumeSampleOptions,
+    load_model_dir, sample_volume_slices, NeighbourGate, SegdiffModel, UnetDenoiser,
+    VolumeSampleOptions,
 };
 use segdiff_io::picture;
 
@@ -52,6 +53,16 @@ pub struct SampleVolumeArgs {
     /// Anchor slices from which neighbour-conditioned generation proceeds outward.
     #[arg(long, default_value_t = 1)]
     pub anchors: usize,
+    /// The part of the denoising steps in which a conditioned slice sees its neighbour, as
+    /// `FROM,UNTIL` fractions of the steps from the first (noisiest): `0,0.5` feeds it for the
+    /// first half and generates the rest as an anchor. Default: the whole trajectory.
+    #[arg(long, value_name = "FROM,UNTIL", default_value = "0,1", value_parser = parse_neighbour_window)]
+    pub neighbour_window: (f64, f64),
+    /// Where a conditioned slice uses its neighbour: `agreeing` (the pixels where the slice's and
+    /// the neighbour's masks have the same class; elsewhere it is generated as an anchor, from
+    /// its own mask alone; two network calls per step) or `everywhere` (one call).
+    #[arg(long, default_value = "agreeing", value_parser = crate::flag_values::flag::<NeighbourGate>())]
+    pub neighbour_gate: NeighbourGate,
     /// Sampler, steps, η, seed (slice i of a volume is reproducible from (seed, i)) and slices
     /// per denoiser call, as for `segdiff sample`.
     #[command(flatten)]
@@ -106,6 +117,21 @@ struct OutputScale {
 impl OutputScale {
     fn map(&self, v01: f32) -> f32 {
         (self.lo + f64::from(v01.clamp(0.0, 1.0)) * (self.hi - self.lo)) as f32
+    }
+}
+
+/// `FROM,UNTIL` with 0 ≤ FROM < UNTIL ≤ 1 (`--neighbour-window`).
+pub fn parse_neighbour_window(s: &str) -> Result<(f64, f64), String> {
+    let pair = s
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?)));
+    match pair {
+        Some((from, until)) if (0.0..=1.0).contains(&from) && from < until && until <= 1.0 => {
+            Ok((from, until))
+        }
+        _ => Err(format!(
+            "{s:?}: expected FROM,UNTIL, fractions of the denoising steps with 0 ≤ FROM < UNTIL ≤ 1"
+        )),
     }
 }
 
@@ -350,6 +376,8 @@ pub fn run(args: SampleVolumeArgs, rt: &Runtime) -> Result<()> {
         sample: args.sampling.options(),
         independent: args.independent,
         anchors: args.anchors,
+        neighbour_window: args.neighbour_window,
+        neighbour_gate: args.neighbour_gate,
     };
     let mut reports = Vec::new();
     for t in &all[range] {

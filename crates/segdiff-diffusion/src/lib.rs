@@ -63,8 +63,8 @@ pub use neighbours::{neighbour_channels, NeighbourKind, NeighbourScheme};
 pub use noise_schedule::NoiseSchedule;
 pub use sampler::guided_loop::{guided_sample, EpsModel, GuidedSample, SamplingOptions};
 pub use sampler::volume::{
-    anchor_slices, generation_order, sample_volume_slices, PlannedSlice, VolumeSampleOptions,
-    VolumeSampleProgress,
+    anchor_slices, generation_order, neighbour_step_window, sample_volume_slices, NeighbourGate,
+    PlannedSlice, VolumeSampleOptions, VolumeSampleProgress,
 };
 pub use sampler::{
     sample, sample_images, LatentInterpolation, MixPoint, SampleInput, SampleOptions, SampleOutput,

@@ -19,7 +19,8 @@ use candle_core::{DType, Device, Tensor};
 use segdiff_data::{read_manifest, resize_nearest, ManifestRow, SliceAxis, Split};
 use segdiff_diffusion::sampler::SampleOptions;
 use segdiff_diffusion::{
-    sample_volume_slices, SamplerKind, SegdiffModel, UnetDenoiser, VolumeSampleOptions,
+    sample_volume_slices, NeighbourGate, SamplerKind, SegdiffModel, UnetDenoiser,
+    VolumeSampleOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -225,11 +226,27 @@ pub struct VolumeReport {
     pub steps: usize,
     pub seed: u64,
     pub anchors: usize,
+    /// The part of the steps in which a conditioned slice saw its neighbour
+    /// ([`VolumeSampleOptions::neighbour_window`]; reports written before it: the whole).
+    #[serde(default = "whole_trajectory")]
+    pub neighbour_window: (f64, f64),
+    /// Where conditioned slices used the neighbour ([`VolumeSampleOptions::neighbour_gate`];
+    /// reports written before it: everywhere).
+    #[serde(default = "everywhere")]
+    pub neighbour_gate: NeighbourGate,
     /// Which volumes: those with a test slice, or all when the test split has none.
     pub selection: String,
     pub volumes: Vec<VolumeRow>,
     /// Mean through-plane change of conditioned over independent generation.
     pub change_ratio: Option<f64>,
+}
+
+fn whole_trajectory() -> (f64, f64) {
+    (0.0, 1.0)
+}
+
+fn everywhere() -> NeighbourGate {
+    NeighbourGate::Everywhere
 }
 
 /// How the volumes are generated.
@@ -240,6 +257,10 @@ pub struct VolumeEvalOptions {
     pub steps: usize,
     pub seed: u64,
     pub anchors: usize,
+    /// [`VolumeSampleOptions::neighbour_window`].
+    pub neighbour_window: (f64, f64),
+    /// [`VolumeSampleOptions::neighbour_gate`].
+    pub neighbour_gate: NeighbourGate,
     pub batch_size: usize,
     /// Every slice draws the same noise ([`SampleOptions::shared_noise`]), in both modes.
     pub shared_noise: bool,
@@ -308,6 +329,8 @@ pub fn evaluate_volumes(
                     },
                     independent,
                     anchors: options.anchors,
+                    neighbour_window: options.neighbour_window,
+                    neighbour_gate: options.neighbour_gate,
                 },
                 &options.device,
                 &mut |_| {},
@@ -366,6 +389,8 @@ pub fn evaluate_volumes(
         steps: options.steps,
         seed: options.seed,
         anchors: options.anchors,
+        neighbour_window: options.neighbour_window,
+        neighbour_gate: options.neighbour_gate,
         selection: if from_test_split {
             "volumes with slices in the test split".into()
         } else {
@@ -438,7 +463,8 @@ impl VolumeReport {
         let mut s = String::from("## Whole volumes\n\n");
         s.push_str(&format!(
             "{} stacks of {} slices ({}), generated from their masks with {} in {} steps, seed {}: \
-             neighbour-conditioned ({} anchor(s)) and independently. Through-plane change: mean \
+             neighbour-conditioned ({} anchor(s), the neighbour used at {} pixels{}) and \
+             independently. Through-plane change: mean \
              |slice k+1 − slice k| inside the body, grey levels. Dice: the segmenter on the {} \
              slices and on the {} / {} reslices of the stack (stretched to square: read them \
              against the real stack's). FID: segmenter features per plane against the real stack.\n\n",
@@ -449,6 +475,16 @@ impl VolumeReport {
             self.steps,
             self.seed,
             self.anchors,
+            match self.neighbour_gate {
+                NeighbourGate::Agreeing => "the mask-agreeing",
+                NeighbourGate::Everywhere => "all",
+            },
+            match self.neighbour_window {
+                (from, until) if (from, until) != (0.0, 1.0) => format!(
+                    "; the neighbour fed in the steps from {from} to {until} of the trajectory"
+                ),
+                _ => String::new(),
+            },
             self.planes[0],
             self.planes[1],
             self.planes[2]

@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use segdiff_diffusion::{
-    sample_volume_slices, ConditioningMeta, EpsModel, MaskEncoding, NeighbourScheme, SampleOptions,
-    SamplerKind, SchedulerConfig, UnetDenoiser, VolumeSampleOptions,
+    sample_volume_slices, ConditioningMeta, EpsModel, MaskEncoding, NeighbourGate, NeighbourScheme,
+    SampleOptions, SamplerKind, SchedulerConfig, UnetDenoiser, VolumeSampleOptions,
 };
 use segdiff_unet::UNet2DConfig;
 
@@ -38,10 +38,49 @@ const PAPER_SLICES: usize = 3;
 const PAPER_STEPS: usize = 2;
 const VOLUME_SLICES: usize = 150;
 
+/// How a timed volume is generated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Neighbour-conditioned with the default gate (`agreeing`: two calls per step).
+    Agreeing,
+    /// Neighbour-conditioned, `--neighbour-gate everywhere` (one call per step).
+    Everywhere,
+    /// `--independent`.
+    Independent,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Agreeing, Mode::Everywhere, Mode::Independent];
+
+    fn tag(self) -> &'static str {
+        match self {
+            Mode::Agreeing => "neighbours",
+            Mode::Everywhere => "neighbours-everywhere",
+            Mode::Independent => "independent",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Agreeing => "neighbour-conditioned (default gate `agreeing`)",
+            Mode::Everywhere => "neighbour-conditioned, `--neighbour-gate everywhere`",
+            Mode::Independent => "independent (`--independent`)",
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Mode::Agreeing => &[],
+            Mode::Everywhere => &["--neighbour-gate", "everywhere"],
+            Mode::Independent => &["--independent"],
+        }
+    }
+}
+
 /// One `segdiff sample-volume` run.
 struct CliRun {
     volume: &'static str,
-    independent: bool,
+    mode: Mode,
     /// Slices along the axis, and those generated (first to last slice holding a label).
     slices: usize,
     generated: usize,
@@ -77,8 +116,8 @@ pub fn update(out: &Path, labels_1mm: Option<&Path>) -> Result<()> {
     }
     let mut cli = Vec::new();
     for (name, labels) in &volumes {
-        for independent in [false, true] {
-            cli.push(run_cli(&root, name, labels, independent)?);
+        for mode in Mode::ALL {
+            cli.push(run_cli(&root, name, labels, mode)?);
         }
     }
     let paper = paper_stack()?;
@@ -120,17 +159,12 @@ fn build_cli(root: &Path) -> Result<()> {
 }
 
 /// `segdiff sample-volume --json` on `labels` through `cargo run --release`, timed.
-fn run_cli(root: &Path, volume: &'static str, labels: &Path, independent: bool) -> Result<CliRun> {
-    let mode = if independent {
-        "independent"
-    } else {
-        "neighbours"
-    };
+fn run_cli(root: &Path, volume: &'static str, labels: &Path, mode: Mode) -> Result<CliRun> {
     let tag = volume.replace(' ', "");
     let dest: PathBuf = root
         .join("target")
         .join("volumes-bench")
-        .join(format!("{tag}-{mode}.nii.gz"));
+        .join(format!("{tag}-{}.nii.gz", mode.tag()));
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args([
@@ -149,11 +183,9 @@ fn run_cli(root: &Path, volume: &'static str, labels: &Path, independent: bool) 
         .arg(&dest)
         .args(["--scheduler", SCHEDULER, "--seed", "0", "--json"])
         .args(["--steps", &STEPS.to_string()])
-        .args(["--batch-size", &CLI_BATCH.to_string()]);
-    if independent {
-        cmd.arg("--independent");
-    }
-    eprintln!("bench volumes: {volume}, {mode}");
+        .args(["--batch-size", &CLI_BATCH.to_string()])
+        .args(mode.args());
+    eprintln!("bench volumes: {volume}, {}", mode.tag());
     let started = Instant::now();
     let output = cmd
         .stderr(Stdio::inherit())
@@ -180,7 +212,7 @@ fn run_cli(root: &Path, volume: &'static str, labels: &Path, independent: bool) 
     };
     let run = CliRun {
         volume,
-        independent,
+        mode,
         slices: number("slices")? as usize,
         generated: number("generated")? as usize,
         process,
@@ -263,6 +295,9 @@ fn paper_stack() -> Result<PaperRun> {
         },
         independent: false,
         anchors: 1,
+        // one call per slice and step: the per-call time the volume is extrapolated from
+        neighbour_gate: NeighbourGate::Everywhere,
+        ..VolumeSampleOptions::default()
     };
     let mut denoiser = Counted {
         unet: UnetDenoiser::new(&model, DType::F32),
@@ -339,11 +374,7 @@ fn section(
         rows.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {:.2} s |\n",
             r.volume,
-            if r.independent {
-                "independent (`--independent`)"
-            } else {
-                "neighbour-conditioned"
-            },
+            r.mode.label(),
             r.slices,
             r.generated,
             duration(r.process),
@@ -354,6 +385,8 @@ fn section(
     let per_call = paper.per_call();
     let measured_slices_steps = PAPER_SLICES * PAPER_STEPS;
     let volume_calls = VOLUME_SLICES * STEPS;
+    // the agreeing gate: two calls per step for every slice but the anchor
+    let gated_calls = (2 * VOLUME_SLICES - 1) * STEPS;
     let one_mm = labels_1mm
         .and_then(Path::file_name)
         .map(|n| format!(", the 1 mm one `{}` (`--volumes-1mm`)", n.to_string_lossy()))
@@ -390,8 +423,10 @@ fn section(
          | case | slices × steps | network calls | time | s / slice / step |\n\
          |---|---:|---:|---:|---:|\n\
          | measured | {PAPER_SLICES} × {PAPER_STEPS} | {calls} | {secs:.1} s | {per_slice_step:.2} |\n\
-         | extrapolated: a {VOLUME_SLICES}-slice volume | {VOLUME_SLICES} × {STEPS} | \
-         {volume_calls} | {vol} | {per_call:.2} |\n\n\
+         | extrapolated: a {VOLUME_SLICES}-slice volume, `--neighbour-gate everywhere` or \
+         `--independent` | {VOLUME_SLICES} × {STEPS} | {volume_calls} | {vol} | {per_call:.2} |\n\
+         | extrapolated: the same, default gate `agreeing` | {VOLUME_SLICES} × {STEPS} | \
+         {gated_calls} | {gated} | {per_call:.2} |\n\n\
          On a GPU (a build with `--features cuda`, then `segdiff --device cuda sample-volume …`) \
          the same commands run unchanged; that path is not measured here, as these machines \
          have no GPU.\n{end}\n",
@@ -404,6 +439,7 @@ fn section(
         secs = paper.seconds,
         per_slice_step = paper.seconds / measured_slices_steps as f64,
         vol = duration(per_call * volume_calls as f64),
+        gated = duration(per_call * gated_calls as f64),
     )
 }
 
@@ -415,7 +451,7 @@ mod tests {
     fn the_section_has_its_markers_and_extrapolates_from_the_per_call_time() {
         let cli = [CliRun {
             volume: "2 mm",
-            independent: false,
+            mode: Mode::Agreeing,
             slices: 91,
             generated: 80,
             process: 42.0,
@@ -436,9 +472,13 @@ mod tests {
         );
         assert!(s.trim().starts_with(MARKERS.start));
         assert!(s.trim().ends_with(MARKERS.end));
-        assert!(s.contains("| 2 mm | neighbour-conditioned | 91 | 80 | 42.0 s | 40.0 s | 0.50 s |"));
+        assert!(s.contains(
+            "| 2 mm | neighbour-conditioned (default gate `agreeing`) | 91 | 80 | 42.0 s | 40.0 s | 0.50 s |"
+        ));
         // 2 s per call × 150 slices × 20 steps = 6000 s = 1.7 h
         assert!(s.contains("| 3000 | 6000 s (1.7 h) | 2.00 |"), "{s}");
+        // the agreeing gate: (2 × 150 − 1) × 20 = 5980 calls
+        assert!(s.contains("| 5980 | 11960 s (3.3 h) | 2.00 |"), "{s}");
     }
 
     #[test]

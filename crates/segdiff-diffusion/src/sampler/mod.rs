@@ -337,6 +337,18 @@ pub fn sample_images(
     })
 }
 
+/// Which steps and pixels of a volume batch see the neighbour
+/// ([`volume::sample_volume_slices`]).
+struct NeighbourSteps {
+    /// Step indices that see the neighbour; the others are denoised as an anchor's.
+    window: std::ops::Range<usize>,
+    /// The condition channels with the neighbour absent (an anchor's).
+    absent: Tensor,
+    /// Inside the window, the weight (N, 1, H, W) of the neighbour-conditioned prediction per
+    /// pixel, the prediction without the neighbour taking the rest; `None`: 1 everywhere.
+    gate: Option<Tensor>,
+}
+
 /// One sampling run's fixed parts: its scheduler and timesteps, conditions, guidance and
 /// interpolation, applied batch after batch.
 struct SamplingRun<'o> {
@@ -445,18 +457,59 @@ impl<'o> SamplingRun<'o> {
             Some(c) => Some(c.index_select(&rows, 0)?),
             None => None,
         };
-        self.sample_at(denoiser, &images, &rows, cond, progress)
+        self.sample_at(denoiser, &images, &rows, cond, None, progress)
+    }
+
+    /// Guidance's ∅ condition for the condition channels `c` (the mask channels zeroed, the
+    /// neighbour channels kept), or `None` without guidance.
+    fn guidance_empty(&self, c: &Tensor) -> Result<Option<Tensor>> {
+        if self.guidance.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(match self.guided_channels {
+            Some(k) => {
+                let rest = c.dim(1)? - k;
+                Tensor::cat(
+                    &[&c.narrow(1, 0, k)?.zeros_like()?, &c.narrow(1, k, rest)?],
+                    1,
+                )?
+            }
+            None => c.zeros_like()?,
+        }))
+    }
+
+    /// The model output for `x` with the condition channels `cond`, mask guidance applied with
+    /// its ∅ condition `empty`.
+    fn guided_eps(
+        &self,
+        denoiser: &mut dyn EpsModel,
+        x: &Tensor,
+        cond: Option<&Tensor>,
+        empty: Option<&Tensor>,
+        t: usize,
+    ) -> Result<Tensor> {
+        let eps = predict(denoiser, self.scheduler.as_ref(), x, cond, t)?;
+        match (self.guidance, empty) {
+            (Some(w), Some(empty)) => {
+                let eps_empty = predict(denoiser, self.scheduler.as_ref(), x, Some(empty), t)?;
+                Ok((&eps_empty + (eps - &eps_empty)?.affine(w, 0.0)?)?)
+            }
+            _ => Ok(eps),
+        }
     }
 
     /// Denoises the images `images` (global indices: their noise streams and rows of
     /// `init_noise`) whose slots are `rows` (u32 on the device: their rows of the
-    /// interpolation's real images) with the condition channels `cond` (one row per image).
+    /// interpolation's real images) with the condition channels `cond` (one row per image);
+    /// `neighbour` (volume sampling) says which steps and pixels see the neighbour channels of
+    /// `cond`.
     fn sample_at(
         &mut self,
         denoiser: &mut dyn EpsModel,
         images: &[usize],
         rows: &Tensor,
         cond: Option<Tensor>,
+        neighbour: Option<NeighbourSteps>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
         let (n, shape, device) = (images.len(), self.image_shape, self.device.clone());
@@ -473,18 +526,13 @@ impl<'o> SamplingRun<'o> {
         // Resets multistep state (DPM-Solver++) for the new batch.
         self.scheduler.set_timesteps(self.steps)?;
         let mut x = scale_initial_noise(self.scheduler.as_ref(), &z)?;
-        let empty = match (&cond, self.guidance) {
-            (Some(c), Some(_)) => Some(match self.guided_channels {
-                Some(k) => {
-                    let rest = c.dim(1)? - k;
-                    Tensor::cat(
-                        &[&c.narrow(1, 0, k)?.zeros_like()?, &c.narrow(1, k, rest)?],
-                        1,
-                    )?
-                }
-                None => c.zeros_like()?,
-            }),
-            _ => None,
+        let empty = match &cond {
+            Some(c) => self.guidance_empty(c)?,
+            None => None,
+        };
+        let absent_empty = match &neighbour {
+            Some(nb) => self.guidance_empty(&nb.absent)?,
+            None => None,
         };
         let mut step_rngs = if self.stochastic {
             self.rngs(images, NoiseStream::Step)
@@ -505,11 +553,23 @@ impl<'o> SamplingRun<'o> {
                     x = (x.affine(1.0 - lambda, 0.0)? + real_t.affine(*lambda, 0.0)?)?;
                 }
             }
-            let mut eps = predict(denoiser, self.scheduler.as_ref(), &x, cond.as_ref(), t)?;
-            if let (Some(w), Some(empty)) = (self.guidance, &empty) {
-                let eps_empty = predict(denoiser, self.scheduler.as_ref(), &x, Some(empty), t)?;
-                eps = (&eps_empty + (eps - &eps_empty)?.affine(w, 0.0)?)?;
-            }
+            let eps = match &neighbour {
+                // outside the window: as an anchor
+                Some(nb) if !nb.window.contains(&i) => {
+                    self.guided_eps(denoiser, &x, Some(&nb.absent), absent_empty.as_ref(), t)?
+                }
+                Some(NeighbourSteps {
+                    gate: Some(gate),
+                    absent,
+                    ..
+                }) => {
+                    let with = self.guided_eps(denoiser, &x, cond.as_ref(), empty.as_ref(), t)?;
+                    let without =
+                        self.guided_eps(denoiser, &x, Some(absent), absent_empty.as_ref(), t)?;
+                    (&without + (with - &without)?.broadcast_mul(gate)?)?
+                }
+                _ => self.guided_eps(denoiser, &x, cond.as_ref(), empty.as_ref(), t)?,
+            };
             let noise = if self.stochastic {
                 Some(draw_batch(&mut step_rngs, shape, &device)?)
             } else {

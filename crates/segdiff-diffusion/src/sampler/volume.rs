@@ -12,6 +12,7 @@
 //! 3-D denoiser can later be dispatched here without changing callers.
 
 use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::config::SchedulerConfig;
 use crate::error::{DiffusionError, Result};
@@ -20,7 +21,8 @@ use crate::neighbours::neighbour_channels;
 use crate::sampler::guided_loop::{to_image01, EpsModel};
 use crate::sampler::image_rng::{draw_batch, image_rng, NoiseStream};
 use crate::sampler::{
-    check_counts, conditions, noise_index, sample_images, SampleInput, SampleOptions, SamplingRun,
+    check_counts, conditions, noise_index, sample_images, NeighbourSteps, SampleInput,
+    SampleOptions, SamplingRun,
 };
 
 /// Settings of a volume run.
@@ -35,6 +37,49 @@ pub struct VolumeSampleOptions {
     /// Anchor slices (≥ 1), evenly spaced, from which neighbour-conditioned generation
     /// proceeds outward.
     pub anchors: usize,
+    /// The part of the denoising trajectory in which a conditioned slice sees its neighbour,
+    /// as fractions of the steps from the first (noisiest) one: the neighbour is fed at the
+    /// steps with index in [⌊from·steps⌉, ⌊until·steps⌉) and absent (as for an anchor) at the
+    /// others. The whole trajectory (0, 1) by default.
+    pub neighbour_window: (f64, f64),
+    /// Where a conditioned slice's prediction uses the neighbour (segmentation-guided models;
+    /// an unconditional model's is used everywhere).
+    pub neighbour_gate: NeighbourGate,
+}
+
+/// Where, within a slice, the denoiser's prediction uses the neighbour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeighbourGate {
+    /// At the pixels whose class in the slice's mask equals the neighbour's mask's there; at
+    /// the others (where the anatomy changes from slice to slice) the prediction without a
+    /// neighbour, as for an anchor. The neighbour's texture and intensities carry over where
+    /// the tissue continues, and the slice's own mask alone draws what is new. Two network
+    /// calls per step for conditioned slices.
+    #[default]
+    Agreeing,
+    /// At every pixel (one network call per step): the model may also copy the neighbour's
+    /// boundaries, which costs in-plane mask faithfulness.
+    Everywhere,
+}
+
+impl NeighbourGate {
+    /// The flag name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Agreeing => "agreeing",
+            Self::Everywhere => "everywhere",
+        }
+    }
+
+    /// Parses a flag name (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "agreeing" => Some(Self::Agreeing),
+            "everywhere" => Some(Self::Everywhere),
+            _ => None,
+        }
+    }
 }
 
 impl Default for VolumeSampleOptions {
@@ -44,8 +89,25 @@ impl Default for VolumeSampleOptions {
             sample: SampleOptions::default(),
             independent: false,
             anchors: 1,
+            neighbour_window: (0.0, 1.0),
+            neighbour_gate: NeighbourGate::Agreeing,
         }
     }
+}
+
+/// The step indices of `steps` denoising steps at which a conditioned slice sees its neighbour
+/// ([`VolumeSampleOptions::neighbour_window`], checked: 0 ≤ from < until ≤ 1).
+pub fn neighbour_step_window(window: (f64, f64), steps: usize) -> Result<std::ops::Range<usize>> {
+    let (from, until) = window;
+    if !(0.0..=1.0).contains(&from) || !(0.0..=1.0).contains(&until) || from >= until {
+        return Err(DiffusionError::InvalidParameter {
+            name: "neighbour window",
+            value: format!("{from}..{until}"),
+            reason: "needs 0 ≤ from < until ≤ 1 (fractions of the denoising steps)",
+        });
+    }
+    let at = |f: f64| ((f * steps as f64).round() as usize).min(steps);
+    Ok(at(from)..at(until))
 }
 
 /// Reported after every denoising step.
@@ -174,6 +236,18 @@ pub fn sample_volume_slices(
         device,
     )?;
     run.guided_channels = Some(meta.mask_channels()?);
+    let window = neighbour_step_window(options.neighbour_window, run.timesteps.len())?;
+    let whole = window == (0..run.timesteps.len());
+    // Class ids (N, H, W) on the device, for the gate.
+    let class_ids = match (options.neighbour_gate, meta.segmentation_guided) {
+        (NeighbourGate::Agreeing, true) => Some(
+            masks
+                .reshape((slices, height, width))?
+                .to_dtype(DType::U32)?
+                .to_device(device)?,
+        ),
+        _ => None,
+    };
     let shape = (1, meta.image_channels, h, w);
     // x_0 of each generated slice in [-1, 1] on the device (the next slice's neighbour).
     let mut generated: Vec<Option<Tensor>> = vec![None; slices];
@@ -209,19 +283,54 @@ pub fn sample_volume_slices(
                 Some(c) => Some(c.index_select(&index_tensor(&nb_rows, device)?, 0)?),
                 None => None,
             };
-            let nb = neighbour_channels(scheme, &nb_images, nb_masks.as_ref(), &present)?;
-            let cond = match &mask_cond {
-                Some(c) => Tensor::cat(&[&c.index_select(&rows, 0)?, &nb], 1)?,
-                None => nb,
-            };
-            let x = run.sample_at(denoiser, &images, &rows, Some(cond), &mut |step, steps| {
-                progress(&VolumeSampleProgress {
-                    slices_done: done + if step == steps { n } else { 0 },
-                    slices_total: slices,
-                    step,
-                    steps,
+            let with_mask = |nb: Tensor| -> Result<Tensor> {
+                Ok(match &mask_cond {
+                    Some(c) => Tensor::cat(&[&c.index_select(&rows, 0)?, &nb], 1)?,
+                    None => nb,
                 })
-            })?;
+            };
+            let nb = neighbour_channels(scheme, &nb_images, nb_masks.as_ref(), &present)?;
+            let cond = with_mask(nb)?;
+            // Anchors see no neighbour at any step; the others see it in the window, where the
+            // gate allows.
+            let neighbour = if !present.iter().any(|&p| p) {
+                None
+            } else {
+                let gate = match &class_ids {
+                    Some(ids) => {
+                        let own = ids.index_select(&rows, 0)?;
+                        let other = ids.index_select(&index_tensor(&nb_rows, device)?, 0)?;
+                        Some(own.eq(&other)?.to_dtype(DType::F32)?.unsqueeze(1)?)
+                    }
+                    None => None,
+                };
+                if whole && gate.is_none() {
+                    None
+                } else {
+                    let absent = vec![false; n];
+                    let nb = neighbour_channels(scheme, &nb_images, nb_masks.as_ref(), &absent)?;
+                    Some(NeighbourSteps {
+                        window: window.clone(),
+                        absent: with_mask(nb)?,
+                        gate,
+                    })
+                }
+            };
+            let x = run.sample_at(
+                denoiser,
+                &images,
+                &rows,
+                Some(cond),
+                neighbour,
+                &mut |step, steps| {
+                    progress(&VolumeSampleProgress {
+                        slices_done: done + if step == steps { n } else { 0 },
+                        slices_total: slices,
+                        step,
+                        steps,
+                    })
+                },
+            )?;
             done += n;
             let x = x.clamp(-1.0, 1.0)?;
             let x01 = to_image01(&x)?.to_device(&Device::Cpu)?;
@@ -324,6 +433,10 @@ mod tests {
             },
             independent,
             anchors,
+            // one network call per step and pixel-independent of the masks: the tests of the
+            // neighbour's mechanics count calls and inputs; the gate has its own test
+            neighbour_gate: NeighbourGate::Everywhere,
+            ..VolumeSampleOptions::default()
         }
     }
 
@@ -523,6 +636,146 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(err < 1e-6, "{err}");
+    }
+
+    /// The neighbour window: steps outside it see no neighbour (presence 0, zero neighbour
+    /// channels, in guidance's ∅ branch too), steps inside it see the neighbour; the window
+    /// rounds to whole steps and is checked.
+    #[test]
+    fn the_neighbour_window_feeds_the_neighbour_only_inside_it() {
+        assert_eq!(neighbour_step_window((0.0, 1.0), 20).unwrap(), 0..20);
+        assert_eq!(neighbour_step_window((0.0, 0.5), 4).unwrap(), 0..2);
+        assert_eq!(neighbour_step_window((0.3, 0.72), 10).unwrap(), 3..7);
+        for bad in [
+            (0.5, 0.5),
+            (0.6, 0.4),
+            (-0.1, 1.0),
+            (0.0, 1.5),
+            (f64::NAN, 1.0),
+        ] {
+            assert!(neighbour_step_window(bad, 10).is_err(), "{bad:?}");
+        }
+        let m = meta(with_mask());
+        let masks = volume(3);
+        let mut o = options(1, false);
+        o.sample.batch_size = 3;
+        o.sample.guidance_scale = Some(2.0);
+        o.neighbour_window = (0.25, 0.75);
+        let mut calls: Vec<Tensor> = Vec::new();
+        let mut inner = eps(0.4);
+        let mut model = |input: &Tensor, t: f64| {
+            calls.push(input.clone());
+            inner(input, t)
+        };
+        let windowed = volume_run(&mut model, &m, &masks, &o);
+        // waves [1], [0, 2]; 4 steps, two calls each
+        assert_eq!(calls.len(), 2 * 4 * 2);
+        for (i, call) in calls.iter().enumerate().skip(8) {
+            let step = (i - 8) / 2;
+            let inside = (1..3).contains(&step);
+            let presence: Vec<f32> = call
+                .narrow(1, 3, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert!(
+                presence
+                    .iter()
+                    .all(|&v| v == if inside { 1.0 } else { 0.0 }),
+                "call {i}"
+            );
+            if !inside {
+                for k in [2, 4] {
+                    let c: Vec<f32> = call
+                        .narrow(1, k, 1)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
+                    assert!(c.iter().all(|&v| v == 0.0), "call {i} channel {k}");
+                }
+            }
+        }
+        let run = |window| {
+            let mut o = o.clone();
+            o.neighbour_window = window;
+            let mut model = eps(0.4);
+            volume_run(&mut model, &m, &masks, &o)
+        };
+        let whole = run((0.0, 1.0));
+        let mut independent = o.clone();
+        independent.independent = true;
+        let mut model = eps(0.4);
+        let independent = volume_run(&mut model, &m, &masks, &independent);
+        assert_eq!(slice(&windowed, 1), slice(&whole, 1), "the anchor");
+        for s in [0, 2] {
+            assert_ne!(slice(&windowed, s), slice(&whole, s), "slice {s}");
+            assert_ne!(slice(&windowed, s), slice(&independent, s), "slice {s}");
+        }
+    }
+
+    /// The agreeing gate: a conditioned slice's pixel follows the neighbour-conditioned
+    /// prediction where its class equals the neighbour's and the prediction without a
+    /// neighbour elsewhere. With an element-wise ε every pixel of the slices next to the anchor
+    /// is then exactly the gate-everywhere run's pixel or the independent run's.
+    #[test]
+    fn the_agreeing_gate_uses_the_neighbour_only_where_the_masks_agree() {
+        let m = meta(with_mask());
+        let masks = volume(5);
+        let run = |gate, independent| {
+            let mut o = options(1, independent);
+            o.neighbour_gate = gate;
+            let mut model = eps(0.4);
+            volume_run(&mut model, &m, &masks, &o)
+        };
+        let gated = run(NeighbourGate::Agreeing, false);
+        let everywhere = run(NeighbourGate::Everywhere, false);
+        let independent = run(NeighbourGate::Everywhere, true);
+        let classes = |k: usize| -> Vec<u32> {
+            masks
+                .get(k)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (mut agreeing, mut differing) = (0, 0);
+        for s in [1, 3] {
+            let (g, e, i) = (
+                slice(&gated, s),
+                slice(&everywhere, s),
+                slice(&independent, s),
+            );
+            for (p, (own, nb)) in classes(s).iter().zip(classes(2)).enumerate() {
+                let want = if *own == nb { e[p] } else { i[p] };
+                assert!(
+                    (g[p] - want).abs() < 1e-5,
+                    "slice {s} pixel {p}: {} vs {want}",
+                    g[p]
+                );
+                if *own == nb {
+                    agreeing += 1;
+                } else {
+                    differing += 1;
+                }
+            }
+            assert_ne!(e, i, "slice {s}: the neighbour matters");
+        }
+        assert!(agreeing > 0 && differing > 0, "{agreeing} {differing}");
+        assert_eq!(slice(&gated, 2), slice(&independent, 2), "the anchor");
+        assert_eq!(
+            NeighbourGate::parse("Agreeing"),
+            Some(NeighbourGate::Agreeing)
+        );
+        assert_eq!(
+            NeighbourGate::parse(NeighbourGate::Everywhere.name()),
+            Some(NeighbourGate::Everywhere)
+        );
+        assert_eq!(NeighbourGate::parse("x"), None);
     }
 
     /// Neighbour augmentation noise: seeded (same seed, same volume), it changes the conditioned
