@@ -2,8 +2,11 @@
 //!
 //! With a neighbour-conditioned model ([`crate::NeighbourScheme`]) generation starts at anchor
 //! slices, generated without a neighbour, and proceeds outward one slice at a time, each slice
-//! conditioned on the adjacent slice generated before it ([`generation_order`]). Independently
-//! (`independent`, or a model without a neighbour scheme) every slice is generated alone.
+//! conditioned on the adjacent slice generated before it ([`generation_order`]): by default
+//! only at the pixels where the two slices' masks agree ([`NeighbourGate`]), and optionally only
+//! in part of the denoising trajectory ([`VolumeSampleOptions::neighbour_window`]).
+//! Independently (`independent`, or a model without a neighbour scheme) every slice is generated
+//! alone.
 //!
 //! Slice `i` draws all its noise from the streams of image `i` ([`super::image_rng`]; of image
 //! 0 for every slice with [`SampleOptions::shared_noise`]) in both modes, so an independent run
