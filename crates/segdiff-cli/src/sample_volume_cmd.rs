@@ -125,11 +125,10 @@ pub fn parse_neighbour_window(s: &str) -> Result<(f64, f64), String> {
     let pair = s
         .split_once(',')
         .and_then(|(a, b)| Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?)));
-    match pair {
-        Some((from, until)) if (0.0..=1.0).contains(&from) && from < until && until <= 1.0 => {
-            Ok((from, until))
-        }
-        _ => Err(format!(
+    // the library's rule for a window (checked on any step count)
+    match pair.filter(|&w| segdiff_diffusion::neighbour_step_window(w, 1).is_ok()) {
+        Some(window) => Ok(window),
+        None => Err(format!(
             "{s:?}: expected FROM,UNTIL, fractions of the denoising steps with 0 ≤ FROM < UNTIL ≤ 1"
         )),
     }

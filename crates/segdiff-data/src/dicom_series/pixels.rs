@@ -558,13 +558,11 @@ fn check_j2k_sizes(obj: &DicomFile, path: &Path) -> Result<()> {
     let rows = uint_attr(obj, path, tags::ROWS, "Rows")? as usize;
     let cols = uint_attr(obj, path, tags::COLUMNS, "Columns")? as usize;
     let samples = attr_int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
-    let Ok(element) = obj.element(tags::PIXEL_DATA) else {
+    // not encapsulated: dicom-pixeldata reports it
+    let Ok(fragments) = pixel_fragments(obj) else {
         return Ok(());
     };
-    let dicom_core::DicomValue::PixelSequence(seq) = element.value() else {
-        return Ok(());
-    };
-    for (i, fragment) in seq.fragments().iter().enumerate() {
+    for (i, fragment) in fragments.iter().enumerate() {
         let Some((w, h, c)) = j2k_image_size(fragment) else {
             continue;
         };
@@ -610,16 +608,21 @@ fn j2k_image_size(fragment: &[u8]) -> Option<(u64, u64, u64)> {
     Some((x.saturating_sub(x0), y.saturating_sub(y0), components))
 }
 
-/// The compressed stream of each of `frames` frames of encapsulated Pixel Data: all fragments
-/// of a single frame joined, or one fragment per frame.
-fn frame_fragments(obj: &DicomFile, frames: usize) -> std::result::Result<Vec<Vec<u8>>, String> {
+/// The fragments of encapsulated Pixel Data, as stored.
+fn pixel_fragments(obj: &DicomFile) -> std::result::Result<&[Vec<u8>], String> {
     let element = obj
         .element(tags::PIXEL_DATA)
         .map_err(|e| format!("Pixel Data: {e}"))?;
     let dicom_core::DicomValue::PixelSequence(seq) = element.value() else {
         return Err("compressed transfer syntax but Pixel Data is not encapsulated".into());
     };
-    let fragments = seq.fragments();
+    Ok(seq.fragments())
+}
+
+/// The compressed stream of each of `frames` frames of encapsulated Pixel Data: all fragments
+/// of a single frame joined, or one fragment per frame.
+fn frame_fragments(obj: &DicomFile, frames: usize) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let fragments = pixel_fragments(obj)?;
     if frames == 1 {
         return Ok(vec![fragments
             .iter()
